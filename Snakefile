@@ -1,0 +1,24 @@
+# NAMD: Nodule-Aligned Multimodal latent Diffusion, end to end.
+#   snakemake -n                      the plan
+#   snakemake --cores all             the embedded default (phantom NLST cohort, CPU-sized)
+#   snakemake results/table1.tex      only what Table 1 needs
+#   snakemake --configfile configs/paper.yaml --profile profiles/slurm   the paper on a cluster
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "namd/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        DATA_TARGETS,
+    default_target: True

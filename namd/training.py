@@ -1,0 +1,297 @@
+"""One trainer for everything the workflow trains: VAEs, both diffusion stages, every baseline,
+the evaluation classifier.
+
+A model plugs in by subclassing `TrainableModule`: it says how to build its optimisers and what
+one step's losses are; the trainer owns the loop, validation-based selection, checkpoints,
+resume after a kill, divergence checks, progress and the loss history.
+
+Resumable state lives in a state folder that is *not* a Snakemake output (Snakemake deletes a
+job's outputs before it starts), keyed by a fingerprint of the settings and data, so a re-run of
+a killed job picks up where it stopped and a changed config starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+LOG = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainableModule(torch.nn.Module):
+    """What the trainer needs from a model.
+
+    Override `losses` (a dict of scalar tensors with the total under "loss") and
+    `configure_optimizers`; override `training_step` only for models with several optimisers
+    (a GAN's critic and generator).
+    """
+
+    #: name used in messages (the method or model name)
+    display_name: str = "model"
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def configure_schedulers(self, optimizers: dict[str, torch.optim.Optimizer], total_steps: int) -> dict:
+        """Learning-rate schedulers, stepped once per optimisation step; none by default."""
+        return {}
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], optimizers: dict, step: int, max_grad_norm: float | None):
+        losses = self.losses(batch)
+        (optimizer,) = optimizers.values()
+        apply_gradients(losses["loss"], optimizer, self.parameters(), max_grad_norm)
+        return losses
+
+    @torch.no_grad()
+    def validation_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.losses(batch)
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        raise NotImplementedError
+
+
+def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters, max_grad_norm: float | None):
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in parameters if p.requires_grad], max_grad_norm)
+    optimizer.step()
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    seed: int = 23
+    max_grad_norm: float | None = 1.0
+    val_every: int = 1
+    num_workers: int = 0
+    # extra identity for the fingerprint (data hash, model config...)
+    identity: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    seconds: float
+    history: list[dict]
+
+
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, collate_fn=None):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=min(batch_size, max(len(dataset), 1)),
+        shuffle=shuffle,
+        generator=g,
+        num_workers=num_workers,
+        drop_last=shuffle and len(dataset) > batch_size,
+        collate_fn=collate_fn,
+    )
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def fit(
+    module: TrainableModule,
+    train_set: Dataset,
+    val_set: Dataset,
+    settings: TrainSettings,
+    state_dir: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    collate_fn: Callable | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train with validation-based selection; resume from `state_dir` when its fingerprint matches.
+
+    On return the module holds the weights of the epoch with the lowest validation loss.
+    """
+    if len(train_set) == 0:
+        raise ValueError(f"{module.display_name}: the training split is empty")
+    if len(val_set) == 0:
+        raise ValueError(f"{module.display_name}: the validation split is empty")
+    device = torch.device(device)
+    module.to(device)
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = state_dir / "last.pt", state_dir / "best.pt"
+    fingerprint = settings.fingerprint()
+
+    optimizers = module.configure_optimizers()
+    train_loader = _loader(train_set, settings.batch_size, True, settings.seed, settings.num_workers, collate_fn)
+    val_loader = _loader(val_set, settings.batch_size, False, settings.seed, settings.num_workers, collate_fn)
+    total_steps = settings.epochs * len(train_loader)
+    schedulers = module.configure_schedulers(optimizers, total_steps)
+
+    start_epoch, step, history = 0, 0, []
+    best = {"epoch": -1, "loss": math.inf}
+    if last_path.exists():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        if state.get("fingerprint") == fingerprint:
+            module.load_state_dict(state["model"])
+            for k, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][k])
+            for k, sch in schedulers.items():
+                sch.load_state_dict(state["schedulers"][k])
+            start_epoch, step, history, best = state["epoch"] + 1, state["step"], state["history"], state["best"]
+            _set_rng_state(state["rng"])
+            LOG.info("%s: resuming after epoch %d from %s", module.display_name, state["epoch"], last_path)
+        else:
+            LOG.info("%s: settings changed since %s was written; starting afresh", module.display_name, last_path)
+            best_path.unlink(missing_ok=True)
+
+    t0 = time.time()
+    bar = tqdm(range(start_epoch, settings.epochs), desc=module.display_name, disable=not progress, unit="epoch")
+    for epoch in bar:
+        module.train()
+        train_loader.generator.manual_seed(settings.seed + epoch)
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in train_loader:
+            batch = _to_device(batch, device)
+            losses = module.training_step(batch, optimizers, step, settings.max_grad_norm)
+            for sch in schedulers.values():
+                sch.step()
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingDivergedError(
+                    f"{module.display_name}: loss {bad} is {values[bad[0]]} at step {step} (epoch {epoch}); "
+                    f"the last good checkpoint is kept at {last_path if last_path.exists() else 'none yet'}"
+                )
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            step += 1
+        record = {"epoch": epoch, "step": step, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
+        if (epoch + 1) % settings.val_every == 0 or epoch + 1 == settings.epochs:
+            val = evaluate(module, val_loader, device)
+            record.update({f"val_{k}": v for k, v in val.items()})
+            if val["loss"] < best["loss"]:
+                best = {"epoch": epoch, "loss": val["loss"]}
+                _atomic_save(module.state_dict(), best_path)
+        history.append(record)
+        bar.set_postfix(train=f"{record.get('train_loss', float('nan')):.4f}", val=f"{record.get('val_loss', float('nan')):.4f}")
+        LOG.info("%s epoch %d: %s", module.display_name, epoch, {k: round(v, 5) for k, v in record.items() if isinstance(v, float)})
+        _atomic_save(
+            {
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "step": step,
+                "history": history,
+                "best": best,
+                "model": module.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+                "rng": _rng_state(),
+            },
+            last_path,
+        )
+
+    if best_path.exists():
+        module.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    return TrainResult(best["epoch"], best["loss"], len(history), time.time() - t0, history)
+
+
+@torch.no_grad()
+def evaluate(module: TrainableModule, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Mean validation losses, with the validation noise fixed so epochs compare fairly."""
+    module.eval()
+    rng = torch.get_rng_state()
+    torch.manual_seed(0)
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in loader:
+        batch = _to_device(batch, device)
+        size = next(len(v) for v in batch.values() if isinstance(v, torch.Tensor))
+        for k, v in module.validation_losses(batch).items():
+            sums[k] = sums.get(k, 0.0) + float(v) * size
+        count += size
+    torch.set_rng_state(rng)
+    module.train()
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def write_history(result: TrainResult, path: str | Path) -> None:
+    import pandas as pd
+
+    pd.DataFrame(result.history).to_csv(path, index=False)
+
+
+def write_model_card(out_dir: str | Path, *, name: str, description: str, config: dict, result: TrainResult,
+                     data_fingerprint: str, seed: int, command: str = "") -> None:
+    """A model card beside the weights: what it is, what it was trained on, how well it did."""
+    out_dir = Path(out_dir)
+    lines = [
+        f"# {name}",
+        "",
+        description,
+        "",
+        f"- epochs run: {result.epochs_run}; best epoch (lowest validation loss): {result.best_epoch}",
+        f"- best validation loss: {result.best_val_loss:.6f}",
+        f"- training time: {result.seconds:.1f} s",
+        f"- seed: {seed}",
+        f"- data fingerprint (sha256 of the inputs): {data_fingerprint}",
+        f"- command: `{command}`" if command else "- command: the NAMD Snakemake workflow",
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(config, indent=2, sort_keys=True, default=str),
+        "```",
+    ]
+    (out_dir / "model_card.md").write_text("\n".join(lines) + "\n")
+
+
+def file_fingerprint(*paths: str | Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
