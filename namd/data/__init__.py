@@ -1,0 +1,1 @@
+"""Cohort input: the embedded NLST-like phantom, and DICOM reading/writing."""
