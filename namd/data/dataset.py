@@ -1,0 +1,154 @@
+"""Torch datasets over the data stage's outputs (pairs.csv + crops.npz [+ cached latents]).
+
+Every model reads its data through `Cohort`: one place that aligns crops and latents with the
+pairs table by pair_id, standardises the record with training-split statistics only, and hands
+out batches in the dict shape `namd.methods.base.GenerativeMethod` documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from namd.data.crops import load_crops
+from namd.data.nlst import ehr_numeric, nodule_feature_stats, nodule_features
+
+SPLITS = ("train", "val", "test")
+
+
+class CohortDataError(ValueError):
+    """Crops, latents and pairs do not line up; the message names the file and the ids."""
+
+
+def _aligned(ids_in_file: np.ndarray, wanted: pd.Series, path: str | Path) -> np.ndarray:
+    """Row index into a file's arrays for each wanted pair_id, or an error naming the missing ids."""
+    position = {pid: i for i, pid in enumerate(ids_in_file.tolist())}
+    missing = [p for p in wanted if p not in position]
+    if missing:
+        raise CohortDataError(f"{path}: {len(missing)} pair(s) of pairs.csv are missing: {missing[:10]}")
+    return np.asarray([position[p] for p in wanted], dtype=np.int64)
+
+
+def _followup_view(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The record as it describes the follow-up image: follow-up diameters where measured."""
+    view = pairs.copy()
+    for column in ("SCT_LONG_DIA", "SCT_PERP_DIA"):
+        follow = pd.to_numeric(pairs.get(f"{column}_follow"), errors="coerce")
+        if follow is not None:
+            view[column] = follow.where(follow > 0, pd.to_numeric(pairs[column]))
+    return view
+
+
+@dataclass
+class Cohort:
+    """All pairs of the cohort with their images, record and labels as tensors."""
+
+    pairs: pd.DataFrame
+    baseline: torch.Tensor
+    followup: torch.Tensor
+    labels: torch.Tensor
+    ehr: torch.Tensor
+    features: torch.Tensor
+    features_followup: torch.Tensor
+    latents: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def load(cls, pairs_csv: str | Path, crops_npz: str | Path, latents: dict[str, str | Path] | None = None) -> "Cohort":
+        pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str, "nodule_id": str, "pid": str})
+        crops = load_crops(crops_npz)
+        pairs = pairs[pairs["pair_id"].isin(set(crops["pair_id"].tolist()))].reset_index(drop=True)
+        if pairs.empty:
+            raise CohortDataError(f"{crops_npz}: no pair of {pairs_csv} has a crop")
+        index = _aligned(crops["pair_id"], pairs["pair_id"], crops_npz)
+        train = pairs[pairs["split"] == "train"]
+        if train.empty:
+            raise CohortDataError(f"{pairs_csv}: the training split is empty")
+        stats = nodule_feature_stats(train)
+        ehr, _ = ehr_numeric(pairs)
+        train_mask = (pairs["split"] == "train").to_numpy()
+        mean, std = ehr[train_mask].mean(0), ehr[train_mask].std(0)
+        ehr = (ehr - mean) / np.where(std > 0, std, 1.0)
+        cached = {}
+        for name, path in (latents or {}).items():
+            with np.load(path, allow_pickle=False) as data:
+                rows = _aligned(data["pair_id"], pairs["pair_id"], path)
+                cached[name] = (torch.from_numpy(data["baseline"][rows]), torch.from_numpy(data["followup"][rows]))
+        return cls(
+            pairs=pairs,
+            baseline=torch.from_numpy(crops["baseline"][index]),
+            followup=torch.from_numpy(crops["followup"][index]),
+            labels=torch.tensor(pairs["label"].to_numpy(dtype=np.float32)),
+            ehr=torch.from_numpy(ehr.astype(np.float32)),
+            features=torch.from_numpy(nodule_features(pairs, stats)),
+            features_followup=torch.from_numpy(nodule_features(_followup_view(pairs), stats)),
+            latents=cached,
+        )
+
+    @property
+    def image_size(self) -> int:
+        return int(self.baseline.shape[-1])
+
+    def indices(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} (one of {SPLITS})")
+        return np.flatnonzero((self.pairs["split"] == split).to_numpy())
+
+
+class PairDataset(Dataset):
+    """Baseline/follow-up pairs of one split: what the generative methods train and sample on."""
+
+    def __init__(self, cohort: Cohort, split: str):
+        self.cohort = cohort
+        self.rows = cohort.indices(split)
+        if len(self.rows) == 0:
+            raise CohortDataError(f"the {split} split has no pairs")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        r = int(self.rows[i])
+        c = self.cohort
+        item = {
+            "baseline": c.baseline[r],
+            "followup": c.followup[r],
+            "label": c.labels[r],
+            "ehr": c.ehr[r],
+            "features": c.features[r],
+            "report": c.pairs.at[r, "report"],
+            "pair_id": c.pairs.at[r, "pair_id"],
+        }
+        for base, follow in c.latents.values():
+            item["baseline_latent"], item["followup_latent"] = base[r], follow[r]
+        return item
+
+
+class ImageDataset(Dataset):
+    """Single images of one split (baselines and follow-ups as separate samples) with the
+    nodule features and label that describe each: what the VAEs, the unconditional diffusion
+    stage and the evaluation classifier learn from."""
+
+    def __init__(self, cohort: Cohort, split: str, *, latents: str | None = None):
+        rows = cohort.indices(split)
+        if len(rows) == 0:
+            raise CohortDataError(f"the {split} split has no pairs")
+        if latents is None:
+            images = [cohort.baseline[rows], cohort.followup[rows]]
+        else:
+            if latents not in cohort.latents:
+                raise CohortDataError(f"no cached latents named {latents!r} were loaded")
+            images = [cohort.latents[latents][0][rows], cohort.latents[latents][1][rows]]
+        self.images = torch.cat(images)
+        self.features = torch.cat([cohort.features[rows], cohort.features_followup[rows]])
+        self.labels = torch.cat([cohort.labels[rows], cohort.labels[rows]])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "features": self.features[i], "label": self.labels[i]}
