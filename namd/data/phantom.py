@@ -420,7 +420,7 @@ def draw_cohort(
     seed: int = 0,
     *,
     target_malignant_fraction: float = 0.15,
-    nodule_count_probabilities: tuple[float, ...] = (0.05, 0.35, 0.35, 0.25),
+    nodule_count_probabilities: tuple[float, ...] = (0.04, 0.33, 0.35, 0.28),
     t1_attendance: float = 0.93,
     t2_fraction: float = 0.2,
     new_nodule_fraction: float = 0.08,
@@ -741,6 +741,7 @@ class NoduleShape:
     lobulation_phase: float
     lobulation_order: int
     spicule_directions: np.ndarray
+    core_offset: np.ndarray  # (z, u, v) in semi-axes, scaled by the room the core leaves
 
 
 def draw_shape(rng: np.random.Generator) -> NoduleShape:
@@ -751,6 +752,7 @@ def draw_shape(rng: np.random.Generator) -> NoduleShape:
         lobulation_phase=float(rng.uniform(0, 2 * np.pi)),
         lobulation_order=int(rng.integers(3, 7)),
         spicule_directions=directions / np.linalg.norm(directions, axis=1, keepdims=True),
+        core_offset=rng.uniform(-0.6, 0.6, 3),
     )
 
 
@@ -776,18 +778,20 @@ def render_nodule(
     u = dx * np.cos(shape.orientation) + dy * np.sin(shape.orientation)
     v = -dx * np.sin(shape.orientation) + dy * np.cos(shape.orientation)
     lobulation = {SMOOTH: 0.04, SPICULATED: 0.12, POORLY_DEFINED: 0.15}[state.margins]
-    rho = np.sqrt((u / a) ** 2 + (v / b) ** 2 + (dz / c) ** 2)
-    rho = rho / (
-        1.0 + lobulation * np.cos(shape.lobulation_order * np.arctan2(v, u) + shape.lobulation_phase)
-    )
+    lobes = 1.0 + lobulation * np.cos(shape.lobulation_order * np.arctan2(v, u) + shape.lobulation_phase)
+    rho = np.sqrt((u / a) ** 2 + (v / b) ** 2 + (dz / c) ** 2) / lobes
     edge_mm = 0.25 * a + 1.5 if state.margins == POORLY_DEFINED else 0.8
     region = volume[box]
     tex = _smooth_noise(rng, region.shape, 1.5)
-    halo_hu = state.ggo_hu + 40.0 * tex if state.attenuation != SOLID else solid_hu + 8.0 * tex
+    halo_hu = state.ggo_hu + 60.0 * tex if state.attenuation != SOLID else solid_hu + 8.0 * tex
     halo = np.clip((1.0 - rho) * a / edge_mm + 0.5, 0.0, 1.0)
     region += halo * (halo_hu - region)
     if state.attenuation == PART_SOLID:
-        core = np.clip((state.core_fraction - rho) * a / 0.8 + 0.5, 0.0, 1.0)
+        oz, ou, ov = shape.core_offset * (1.0 - state.core_fraction)
+        core_rho = (
+            np.sqrt(((u - ou * a) / a) ** 2 + ((v - ov * b) / b) ** 2 + ((dz - oz * c) / c) ** 2) / lobes
+        )
+        core = np.clip((state.core_fraction - core_rho) * a / 0.8 + 0.5, 0.0, 1.0)
         region += core * (solid_hu + 8.0 * tex - region)
     if state.margins == SPICULATED:
         dirs = shape.spicule_directions
