@@ -1,0 +1,181 @@
+"""The latent-diffusion U-Net, its two-stage input widening and the epsilon loss (paper Sec. 3.3.2, App. B).
+
+The paper's U-Net is Stable Diffusion 1.5's (block_out_channels (320, 640, 1280, 1280), two
+res blocks per level, 8 heads, CrossAttn down blocks but the last) with a cross-attention width
+of the LLM's hidden size (2560 for MedGemma). The defaults here are a CPU-sized model of the same
+shape; the config keys select the paper's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+
+def build_unet(
+    *,
+    sample_size: int = 8,
+    in_channels: int = 4,
+    out_channels: int = 4,
+    block_out_channels: Sequence[int] = (64, 128),
+    layers_per_block: int = 1,
+    num_attention_heads: int = 8,
+    cross_attention_dim: int = 384,
+    down_block_types: Sequence[str] = ("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types: Sequence[str] = ("UpBlock2D", "CrossAttnUpBlock2D"),
+    norm_num_groups: int = 32,
+    pretrained: str | Path | None = None,
+    subfolder: str | None = "unet",
+) -> UNet2DConditionModel:
+    """A fresh U-Net, or `pretrained`'s (e.g. SD1.5) with its cross-attention resized to the LLM's width.
+
+    With `pretrained`, the architecture is the checkpoint's; only cross_attention_dim may differ
+    from it. Then every attn2.to_k / to_v (the only weights whose shape depends on it) is newly
+    initialised and all other weights load (diffusers' low_cpu_mem_usage=False,
+    ignore_mismatched_sizes=True). in_channels/out_channels must match the checkpoint: widen for
+    Stage 2 with widen_conv_in.
+    """
+    if pretrained is None:
+        # diffusers' `attention_head_dim` is the number of heads for this class (diffusers issue #2011).
+        return UNet2DConditionModel(
+            sample_size=sample_size,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            attention_head_dim=num_attention_heads,
+            cross_attention_dim=cross_attention_dim,
+            down_block_types=tuple(down_block_types),
+            up_block_types=tuple(up_block_types),
+            norm_num_groups=norm_num_groups,
+        )
+    config, source = _read_config(pretrained, subfolder)
+    _check_config(config, source, in_channels=in_channels, out_channels=out_channels)
+    if config["cross_attention_dim"] == cross_attention_dim:
+        return UNet2DConditionModel.from_pretrained(pretrained, subfolder=subfolder)
+    return UNet2DConditionModel.from_pretrained(
+        pretrained,
+        subfolder=subfolder,
+        cross_attention_dim=cross_attention_dim,
+        low_cpu_mem_usage=False,
+        ignore_mismatched_sizes=True,
+    )
+
+
+def load_unet(
+    path: str | Path,
+    *,
+    subfolder: str | None = None,
+    in_channels: int | None = None,
+    cross_attention_dim: int | None = None,
+) -> UNet2DConditionModel:
+    """A saved U-Net, refused before its weights load when it is not the shape the caller's stage needs."""
+    config, source = _read_config(path, subfolder)
+    _check_config(config, source, in_channels=in_channels, cross_attention_dim=cross_attention_dim)
+    return UNet2DConditionModel.from_pretrained(path, subfolder=subfolder)
+
+
+def _read_config(name_or_path: str | Path, subfolder: str | None) -> tuple[dict, str]:
+    local = Path(name_or_path).expanduser()
+    source = str(local / (subfolder or "") / "config.json")
+    if not local.exists() and (local.is_absolute() or str(name_or_path).startswith((".", "~"))):
+        raise FileNotFoundError(f"U-Net checkpoint not found: {local}")
+    try:
+        return dict(UNet2DConditionModel.load_config(name_or_path, subfolder=subfolder)), source
+    except OSError as err:
+        raise FileNotFoundError(f"U-Net checkpoint {name_or_path!r} (subfolder {subfolder!r}): {err}") from err
+
+
+def _check_config(config: dict, source: str, **expected: int | None) -> None:
+    for key, value in expected.items():
+        if value is not None and config.get(key) != value:
+            raise ValueError(f"{source}: U-Net {key} is {config.get(key)} but {value} is expected here")
+
+
+def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int = 4) -> UNet2DConditionModel:
+    """Stage 2's input: [noisy latent, baseline latent] (App. B: 8 channels).
+
+    The new input channels get zero weights, so at the start of Stage 2 the U-Net computes exactly
+    the Stage-1 function and the baseline latent's influence is learned from there. The config is
+    updated so save_pretrained / from_pretrained round-trip the widened model.
+    """
+    old = unet.conv_in
+    widened = torch.nn.Conv2d(
+        old.in_channels + extra_channels,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
+    with torch.no_grad():
+        widened.weight.zero_()
+        widened.weight[:, : old.in_channels].copy_(old.weight)
+        widened.bias.copy_(old.bias)
+    unet.conv_in = widened
+    unet.register_to_config(in_channels=widened.in_channels)
+    return unet
+
+
+def noise_scheduler(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 8.5e-4,
+    beta_end: float = 1.2e-2,
+    beta_schedule: str = "linear",
+) -> DDPMScheduler:
+    """App. B's forward process. clip_sample is off: latents are not bounded to [-1, 1] like pixels,
+    and the DDIM sampler built from this config inherits the setting."""
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule=beta_schedule,
+        clip_sample=False,
+        prediction_type="epsilon",
+    )
+
+
+def denoising_loss(
+    unet: UNet2DConditionModel,
+    scheduler: DDPMScheduler,
+    target_latents: torch.Tensor,
+    context: torch.Tensor,
+    *,
+    condition_latents: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Eq. 9 (context = null context, no condition) or Eq. 10: ||eps - eps_theta([z_t, z^(1)], t, C)||^2.
+
+    t ~ U{0..T-1} and eps ~ N(0, I) per sample, drawn from `generator` when given (it must live on
+    the latents' device).
+    """
+    if scheduler.config.prediction_type != "epsilon":
+        raise ValueError(
+            f"scheduler prediction_type is {scheduler.config.prediction_type!r}; the paper's loss needs 'epsilon'"
+        )
+    batch = target_latents.shape[0]
+    channels = target_latents.shape[1] + (0 if condition_latents is None else condition_latents.shape[1])
+    if channels != unet.config.in_channels:
+        raise ValueError(
+            f"U-Net in_channels is {unet.config.in_channels} but target"
+            f"{'' if condition_latents is None else ' + condition'} latents have {channels} channels"
+        )
+    if condition_latents is not None and condition_latents.shape[0] != batch:
+        raise ValueError(f"condition_latents batch {condition_latents.shape[0]} != target_latents batch {batch}")
+    if context.shape[0] != batch or context.shape[-1] != unet.config.cross_attention_dim:
+        raise ValueError(
+            f"context shape {tuple(context.shape)} does not fit batch {batch} and U-Net "
+            f"cross_attention_dim {unet.config.cross_attention_dim}"
+        )
+    device = target_latents.device
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=device)
+    noise = torch.randn(target_latents.shape, generator=generator, device=device, dtype=target_latents.dtype)
+    noisy = scheduler.add_noise(target_latents, noise, timesteps)
+    model_input = noisy if condition_latents is None else torch.cat([noisy, condition_latents], dim=1)
+    predicted = unet(model_input, timesteps, encoder_hidden_states=context).sample
+    return F.mse_loss(predicted.float(), noise.float())

