@@ -16,9 +16,13 @@ validate(config, "namd/schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/vae.smk"
+include: "rules/ldm.smk"
+include: "rules/methods.smk"
 
 
 rule all:
     input:
         DATA_TARGETS,
+        expand(rules.generate_followups.output[0], method=METHODS),
     default_target: True

@@ -37,7 +37,8 @@ class TrainingDivergedError(RuntimeError):
 class TrainableModule(torch.nn.Module):
     """What the trainer needs from a model.
 
-    Override `losses` (a dict of scalar tensors with the total under "loss") and
+    Override `losses` (a dict of scalar tensors with the total under "loss"; other entries are
+    logged, and may be NaN for a term that is switched off) and
     `configure_optimizers`; override `training_step` only for models with several optimisers
     (a GAN's critic and generator).
     """
@@ -126,6 +127,21 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights that training changes (and buffers): frozen parts, such as an LLM, are rebuilt
+    from their own source, so checkpoints stay small."""
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in module.state_dict().items() if k not in frozen}
+
+
+def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen:
+        raise ValueError(f"{getattr(module, 'display_name', 'model')}: checkpoint does not match the model "
+                         f"(missing {sorted(set(missing) - frozen)[:5]}, unexpected {sorted(unexpected)[:5]})")
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
@@ -173,7 +189,7 @@ def fit(
     if last_path.exists():
         state = torch.load(last_path, map_location=device, weights_only=False)
         if state.get("fingerprint") == fingerprint:
-            module.load_state_dict(state["model"])
+            load_trainable_state(module, state["model"])
             for k, opt in optimizers.items():
                 opt.load_state_dict(state["optimizers"][k])
             for k, sch in schedulers.items():
@@ -198,10 +214,9 @@ def fit(
             for sch in schedulers.values():
                 sch.step()
             values = {k: float(v.detach()) for k, v in losses.items()}
-            bad = [k for k, v in values.items() if not math.isfinite(v)]
-            if bad:
+            if not math.isfinite(values["loss"]):
                 raise TrainingDivergedError(
-                    f"{module.display_name}: loss {bad} is {values[bad[0]]} at step {step} (epoch {epoch}); "
+                    f"{module.display_name}: loss is {values['loss']} at step {step} (epoch {epoch}); "
                     f"the last good checkpoint is kept at {last_path if last_path.exists() else 'none yet'}"
                 )
             for k, v in values.items():
@@ -214,7 +229,7 @@ def fit(
             record.update({f"val_{k}": v for k, v in val.items()})
             if val["loss"] < best["loss"]:
                 best = {"epoch": epoch, "loss": val["loss"]}
-                _atomic_save(module.state_dict(), best_path)
+                _atomic_save(trainable_state(module), best_path)
         history.append(record)
         bar.set_postfix(train=f"{record.get('train_loss', float('nan')):.4f}", val=f"{record.get('val_loss', float('nan')):.4f}")
         LOG.info("%s epoch %d: %s", module.display_name, epoch, {k: round(v, 5) for k, v in record.items() if isinstance(v, float)})
@@ -225,7 +240,7 @@ def fit(
                 "step": step,
                 "history": history,
                 "best": best,
-                "model": module.state_dict(),
+                "model": trainable_state(module),
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
                 "rng": _rng_state(),
@@ -234,7 +249,7 @@ def fit(
         )
 
     if best_path.exists():
-        module.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+        load_trainable_state(module, torch.load(best_path, map_location=device, weights_only=True))
     return TrainResult(best["epoch"], best["loss"], len(history), time.time() - t0, history)
 
 

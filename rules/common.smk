@@ -23,3 +23,62 @@ def dicom_dir():
     if config["cohort"]["source"] == "phantom":
         return f"{PHANTOM_DIR}/dicom"
     return config["cohort"].get("dicom_dir") or f"{config['cohort']['nlst_dir']}/dicom"
+
+
+STATE = f"{RESULTS}/.state"
+
+
+def state_dir(name):
+    """Resumable training state: not a declared output, so Snakemake keeps it across a re-run."""
+    return f"{STATE}/{name}"
+
+
+TRAIN_RESOURCES = dict(
+    mem_mb=config["compute"]["train_mem_mb"],
+    runtime=config["compute"]["train_runtime_min"],
+    gpu=config["compute"]["gpus_per_job"],
+)
+
+
+def vae_params(variant):
+    """Shared VAE settings with one variant's loss weights on top (aligned / unaligned)."""
+    shared = {k: v for k, v in config["vae"].items() if k != "variants"}
+    return {**shared, **config["vae"]["variants"][variant], "name": f"vae_{variant}"}
+
+
+wildcard_constraints:
+    vae="|".join(config["vae"]["variants"]),
+
+
+from namd.methods import upstream_of
+
+METHODS = list(config["methods"])
+
+
+wildcard_constraints:
+    method="|".join(METHODS),
+
+
+def method_params(method):
+    """A method's own keys; latent-diffusion methods also get the shared `ldm` settings."""
+    own = config["methods"][method]
+    if "ldm_unconditional" in upstream_of(method) or own.get("vae"):
+        return {**config["ldm"], "latent_channels": config["vae"]["latent_channels"], **own}
+    return dict(own)
+
+
+def method_inputs(wildcards):
+    """Data, plus the trained models the method starts from (registry: namd.methods.UPSTREAM)."""
+    method = wildcards.method
+    vae = config["methods"][method].get("vae")
+    inputs = {"pairs": rules.select_cohort.output.pairs, "crops": rules.crop_nodules.output.crops}
+    if vae:
+        inputs["latents"] = f"{RESULTS}/latents/{vae}.npz"
+        inputs["vae"] = f"{RESULTS}/models/vae_{vae}"
+    if "ldm_unconditional" in upstream_of(method):
+        inputs["ldm_unconditional"] = f"{RESULTS}/models/ldm_unconditional_{vae}"
+    return inputs
+
+
+def method_upstream(method, input):
+    return {key: str(input[key]) for key in ("vae", "ldm_unconditional") if key in input.keys()}

@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
 
-def tiny_config(workdir: Path, **phantom) -> Path:
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config["cohort"]["phantom"].update({"n_participants": 40, "matrix": 128, **phantom})
+def tiny_config(workdir: Path) -> Path:
+    """config.yaml with the configs/tiny.yaml overlay, as one file in the working directory."""
+    from namd.config import load_config
+
+    config = load_config(ROOT / "config.yaml", ROOT / "configs" / "tiny.yaml")
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -51,9 +53,10 @@ def test_config_typo_stops_the_workflow_naming_the_key(tmp_path):
     assert "windw" in out.stdout + out.stderr
 
 
-def test_tiny_data_stage_runs_for_real(tmp_path):
+def test_tiny_workflow_runs_for_real(tmp_path):
+    """Every stage of the default DAG on a tiny cohort with tiny models: the CI end-to-end run."""
     tiny_config(tmp_path)
-    out = run_snakemake(tmp_path, "--cores", "2", "results/data/crops.npz", "results/figures/contact_sheet.png")
+    out = run_snakemake(tmp_path, "--cores", "2")
     assert out.returncode == 0, out.stderr[-3000:]
     pairs = pd.read_csv(tmp_path / "results/data/pairs.csv", dtype={"pid": str})
     counts = pd.read_csv(tmp_path / "results/data/cohort_counts.csv")
@@ -64,3 +67,9 @@ def test_tiny_data_stage_runs_for_real(tmp_path):
         assert crops["baseline"].min() >= -1 and crops["baseline"].max() <= 1
     assert (tmp_path / "results/figures/contact_sheet.png").stat().st_size > 10_000
     assert (tmp_path / "logs/data/crop_nodules.log").read_text().strip()
+    k = yaml.safe_load((tmp_path / "config.yaml").read_text())["generation"]["k_seeds"]
+    test_pairs = (pairs["split"] == "test").sum()
+    with np.load(tmp_path / "results/generated/namd.npz") as generated:
+        assert generated["images"].shape == (test_pairs, k, 1, 32, 32)
+    assert (tmp_path / "results/models/namd/unet/config.json").exists()
+    assert (tmp_path / "results/models/vae_aligned/model_card.md").exists()

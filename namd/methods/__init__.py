@@ -1,0 +1,62 @@
+"""The registry of generative methods (Table 1 rows). Each module registers one class.
+
+Kept free of heavy imports: the Snakefile reads it to plan the DAG.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# method name -> module that defines it; modules import lazily so one method's heavy
+# dependencies never slow another's rule (nor the Snakefile, which reads UPSTREAM)
+_MODULES: dict[str, str] = {
+    "namd": "namd.methods.namd",
+    "namd_unaligned": "namd.methods.namd",
+}
+
+#: trained models a method starts from, besides the data: "vae" (its VAE, whose cached latents
+#: it trains on; which VAE is the method's `vae` config key) and "ldm_unconditional" (the
+#: unconditional diffusion stage on that VAE's latents)
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "namd": ("vae", "ldm_unconditional"),
+    "namd_unaligned": ("vae", "ldm_unconditional"),
+}
+_REGISTRY: dict[str, type] = {}
+
+
+class UnknownMethodError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register(cls):
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def known_methods() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get_method(name: str):
+    """The GenerativeMethod subclass registered under `name`."""
+    module = get_method_module(name)
+    if name not in _REGISTRY:
+        importlib.import_module(module)
+    return _REGISTRY[name]
+
+
+def upstream_of(name: str) -> tuple[str, ...]:
+    get_method_module(name)
+    return UPSTREAM.get(name, ())
+
+
+def get_method_module(name: str) -> str:
+    if name not in _MODULES:
+        raise UnknownMethodError(f"unknown method {name!r}; known methods: {', '.join(known_methods())}")
+    return _MODULES[name]
+
+
+__all__ = ["get_method", "known_methods", "register", "upstream_of"]

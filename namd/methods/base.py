@@ -1,0 +1,97 @@
+"""What every row of Table 1 that generates a follow-up is: a `GenerativeMethod`.
+
+A method says how it is built, what its training losses are and how it samples follow-ups for a
+batch of pairs. The one trainer (`namd.training.fit`) trains them all and the one generation
+loop (`namd.generate`) samples them all, so adding a method is one module and one config entry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from namd.training import TrainableModule
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shapes of what a batch carries, so a method can size its layers."""
+
+    image_size: int
+    channels: int = 1
+    n_ehr: int = 13
+    n_nodule_features: int = 0
+
+
+@dataclass
+class MethodContext:
+    """What a method may need from earlier rules: trained upstream models and the device."""
+
+    device: str = "cpu"
+    upstream: dict[str, str] = field(default_factory=dict)
+    seed: int = 23
+
+
+class GenerativeMethod(TrainableModule):
+    """Base of every generative row of Table 1.
+
+    Batches are dicts: "baseline" and "followup" (B, 1, S, S) in [-1, 1], "label" (B,),
+    "ehr" (B, n_ehr) numeric record, "features" (B, T) normalised nodule features, "report"
+    (list of B strings), "pair_id" (list of B strings), and, for methods that name a VAE in
+    their params, "baseline_latent" and "followup_latent" from that VAE's cached latents.
+
+    `generate(batch, seeds)` returns (B, K, 1, S, S) in [-1, 1]. A stochastic method must make
+    sample (pair_id, seed) from noise drawn by `namd.sampling.sample_noise`, so that it does not
+    depend on the batch it was made in; a deterministic one ignores the seeds (K = 1).
+    """
+
+    name: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False
+    #: Table 1 row group
+    group: ClassVar[str] = "Stochastic Methods"
+    #: source the implementation follows (shown in the model card)
+    reference: ClassVar[str] = ""
+
+    def __init__(self, params: dict[str, Any], spec: DataSpec, context: MethodContext):
+        super().__init__()
+        self.params = dict(params)
+        self.spec = spec
+        self.context = context
+        self.display_name = self.name
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, Any], seeds: Sequence[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- persistence: weights as safetensors beside a json of what built them ------------------
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, out_dir / "method.safetensors")
+        meta = {"method": self.name, "params": self.params, "spec": asdict(self.spec)}
+        (out_dir / "method.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def from_pretrained(cls, out_dir: str | Path, context: MethodContext) -> "GenerativeMethod":
+        out_dir = Path(out_dir)
+        meta_path = out_dir / "method.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path}: no saved method here (was the training rule run?)")
+        meta = json.loads(meta_path.read_text())
+        if meta["method"] != cls.name:
+            raise ValueError(f"{meta_path}: holds method {meta['method']!r}, not {cls.name!r}")
+        method = cls(meta["params"], DataSpec(**meta["spec"]), context)
+        state = load_file(out_dir / "method.safetensors")
+        missing, unexpected = method.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{out_dir / 'method.safetensors'}: weights do not match method {cls.name!r} "
+                f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+            )
+        return method.to(context.device)

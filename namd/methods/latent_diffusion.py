@@ -1,0 +1,129 @@
+"""Image- and text-conditioned latent diffusion, the family NAMD, its ablation and SD1.5 share.
+
+An epsilon-prediction U-Net (diffusers UNet2DConditionModel) on a frozen VAE's latents: the
+baseline latent is channel-concatenated with the noisy follow-up latent (8 input channels) and
+the report enters through cross-attention (paper Section 3.3.2, Eq. 10; Appendix B). Subclasses
+say how the report becomes the context C and where the U-Net starts from.
+
+Saved with the ecosystem's own formats: `unet/` and `scheduler/` load with plain
+`UNet2DConditionModel.from_pretrained` / `DDPMScheduler.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from diffusers import DDPMScheduler
+
+from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
+from namd.models.unet import denoising_loss, load_unet, noise_scheduler
+from namd.models.vae import NoduleAlignedVAE, decode_latents
+from namd.sampling import ddim_sample
+
+
+def warmup_cosine(optimizer, *, warmup_steps: int, total_steps: int, lr_start: float, lr_peak: float, lr_min: float):
+    """Appendix B's schedule: linear warm-up lr_start -> lr_peak, then cosine decay to lr_min."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (lr_start + (lr_peak - lr_start) * step / max(warmup_steps, 1)) / lr_peak
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return (lr_min + 0.5 * (lr_peak - lr_min) * (1 + math.cos(math.pi * progress))) / lr_peak
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class LatentDiffusionMethod(GenerativeMethod):
+    stochastic = True
+
+    def __init__(self, params: dict[str, Any], spec: DataSpec, context: MethodContext, *, unet=None):
+        super().__init__(params, spec, context)
+        self.text = self.build_text_encoder()
+        self.unet = unet if unet is not None else self.initial_unet()
+        self.noise_scheduler = noise_scheduler(**params["scheduler"])
+        self._decoder: list = []  # the frozen VAE, kept out of this module's weights
+
+    # -- what a subclass decides --------------------------------------------------------------
+    def build_text_encoder(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def report_context(self, reports: Sequence[str]) -> torch.Tensor:
+        """C for a batch of reports: (B, tokens, D), fed to cross-attention."""
+        raise NotImplementedError
+
+    def initial_unet(self):
+        raise NotImplementedError
+
+    def save_text_encoder(self, out_dir: Path) -> None:
+        """Only what training changed; the frozen LLM is reloaded from its own source."""
+
+    def load_text_encoder(self, out_dir: Path) -> None:
+        pass
+
+    # -- training ---------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups = [{"params": [p for p in self.unet.parameters() if p.requires_grad], "lr": self.params["lr"]}]
+        text = [p for p in self.text.parameters() if p.requires_grad]
+        if text:
+            groups.append({"params": text, "lr": self.params["prompt_lr"]})
+        return {"diffusion": torch.optim.AdamW(groups, weight_decay=self.params.get("weight_decay", 0.0))}
+
+    def losses(self, batch):
+        context = self.report_context(batch["report"])
+        loss = denoising_loss(self.unet, self.noise_scheduler, batch["followup_latent"], context,
+                              condition_latents=batch["baseline_latent"])
+        return {"loss": loss}
+
+    # -- generation -------------------------------------------------------------------------------
+    def decoder(self):
+        if not self._decoder:
+            vae_dir = self.context.upstream.get("vae")
+            if not vae_dir:
+                raise ValueError(f"{self.name}: no VAE given (context.upstream['vae']) to decode latents")
+            self._decoder.append(NoduleAlignedVAE.from_pretrained(vae_dir).vae.to(self.unet.device))
+        return self._decoder[0]
+
+    @torch.no_grad()
+    def generate(self, batch, seeds):
+        context = self.report_context(batch["report"])  # once per batch, shared by all K seeds
+        latents = ddim_sample(
+            self.unet, self.noise_scheduler.config, batch["baseline_latent"], context, batch["pair_id"], seeds,
+            num_inference_steps=self.params["ddim_steps"], eta=self.params["eta"],
+            batch_size=self.params["sample_batch_size"], base_seed=self.context.seed, progress=False,
+        )
+        n, k = latents.shape[:2]
+        images = decode_latents(self.decoder(), latents.flatten(0, 1).to(self.unet.device))
+        return images.reshape(n, k, *images.shape[1:])
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save_pretrained(self, out_dir) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(out_dir / "unet")
+        self.noise_scheduler.save_pretrained(out_dir / "scheduler")
+        self.save_text_encoder(out_dir)
+        meta = {"method": self.name, "params": self.params, "spec": asdict(self.spec),
+                "upstream": self.context.upstream}
+        (out_dir / "method.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def from_pretrained(cls, out_dir, context: MethodContext) -> "LatentDiffusionMethod":
+        out_dir = Path(out_dir)
+        meta_path = out_dir / "method.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path}: no saved method here (was the training rule run?)")
+        meta = json.loads(meta_path.read_text())
+        if meta["method"] != cls.name:
+            raise ValueError(f"{meta_path}: holds method {meta['method']!r}, not {cls.name!r}")
+        upstream = {**meta.get("upstream", {}), **context.upstream}
+        context = MethodContext(device=context.device, upstream=upstream, seed=context.seed)
+        unet = load_unet(out_dir / "unet", in_channels=2 * meta["params"]["latent_channels"])
+        method = cls(meta["params"], DataSpec(**meta["spec"]), context, unet=unet)
+        method.noise_scheduler = DDPMScheduler.from_pretrained(out_dir / "scheduler")
+        method.load_text_encoder(out_dir)
+        return method.to(context.device)

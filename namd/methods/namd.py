@@ -1,0 +1,57 @@
+"""NAMD (paper Section 3.3): the conditional stage on the nodule-aligned latents.
+
+C is the LLM context of Section 3.3.1: m sets of learnable soft prompts prepended to the
+report's token embeddings, the LLM frozen, the last non-padding token's last hidden state per
+set (Eqs. 7-8). The U-Net starts from the unconditional stage (Eq. 9) widened to 8 input
+channels with zero weights for the baseline latent, and is trained on Eq. 10 jointly with the
+soft prompts (our reading of the paper: the prompts receive gradients through the frozen LLM).
+
+`namd_unaligned` is the same method on the VAE trained without L_align and L_pred (the
+ablation, Table 1 last row): only the configuration differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from namd.methods import register
+from namd.methods.latent_diffusion import LatentDiffusionMethod
+from namd.models.text_encoder import SoftPromptContextEncoder
+from namd.models.unet import load_unet, widen_conv_in
+
+
+@register
+class NAMD(LatentDiffusionMethod):
+    name = "namd"
+    group = "NAMD"
+    reference = "Song, Wang, Zhou, Shen: NAMD (arXiv 2603.15932), Sections 3.2-3.3, Appendix B"
+
+    def build_text_encoder(self):
+        p = self.params
+        return SoftPromptContextEncoder.from_pretrained(
+            p["llm"], n_sets=p["n_sets"], n_prompt_tokens=p["n_prompt_tokens"], max_length=p["max_length"],
+            init_seed=self.context.seed,
+        )
+
+    def report_context(self, reports):
+        return self.text(list(reports))
+
+    def initial_unet(self):
+        stage1 = self.context.upstream.get("ldm_unconditional")
+        if not stage1:
+            raise ValueError(f"{self.name}: needs the unconditional stage's U-Net (context.upstream['ldm_unconditional'])")
+        unet = load_unet(Path(stage1) / "unet", in_channels=self.params["latent_channels"],
+                         cross_attention_dim=self.text.context_dim)
+        return widen_conv_in(unet, extra_channels=self.params["latent_channels"])
+
+    def save_text_encoder(self, out_dir):
+        self.text.save_soft_prompts(Path(out_dir) / "soft_prompts")
+
+    def load_text_encoder(self, out_dir):
+        self.text.load_soft_prompts(Path(out_dir) / "soft_prompts")
+
+
+@register
+class NAMDWithoutAlignment(NAMD):
+    name = "namd_unaligned"
+    group = "Ablation"

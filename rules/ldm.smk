@@ -1,0 +1,27 @@
+# Unconditional latent diffusion (paper Eq. 9): the pre-training NAMD's conditional stage starts from.
+
+
+rule train_ldm_unconditional:
+    """U-Net on unpaired latents of one VAE, null context, warm-up + cosine schedule."""
+    input:
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+        latents=rules.cache_latents.output[0],
+    output:
+        directory(f"{RESULTS}/models/ldm_unconditional_{{vae}}"),
+    params:
+        ldm=lambda wc: {**config["ldm"], "latent_channels": config["vae"]["latent_channels"]},
+        state=lambda wc: state_dir(f"ldm_unconditional_{wc.vae}"),
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        f"{LOGS}/ldm/train_ldm_unconditional_{{vae}}.log",
+    benchmark:
+        f"{BENCH}/train_ldm_unconditional_{{vae}}.tsv"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/train_ldm_unconditional.py"

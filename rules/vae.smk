@@ -1,0 +1,48 @@
+# Nodule-aligned VAE (paper Section 3.2, Eq. 6) and its unaligned twin of the ablation.
+
+
+rule train_vae:
+    """AutoencoderKL + latent probe: L1 + KL (+ LPIPS) + lambda_align L_align + lambda_pred L_pred."""
+    input:
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+    output:
+        directory(f"{RESULTS}/models/vae_{{vae}}"),
+    params:
+        vae=lambda wc: vae_params(wc.vae),
+        state=lambda wc: state_dir(f"vae_{wc.vae}"),
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        f"{LOGS}/vae/train_vae_{{vae}}.log",
+    benchmark:
+        f"{BENCH}/train_vae_{{vae}}.tsv"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/train_vae.py"
+
+
+rule cache_latents:
+    """Every pair's baseline and follow-up latents, encoded once per VAE for all later rules."""
+    input:
+        vae=rules.train_vae.output[0],
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+    output:
+        f"{RESULTS}/latents/{{vae}}.npz",
+    params:
+        device=config["device"],
+    log:
+        f"{LOGS}/vae/cache_latents_{{vae}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/cache_latents.py"

