@@ -19,10 +19,11 @@ include: "rules/data.smk"
 include: "rules/vae.smk"
 include: "rules/ldm.smk"
 include: "rules/methods.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     input:
         DATA_TARGETS,
-        expand(rules.generate_followups.output[0], method=METHODS),
+        EVALUATION_TARGETS,
     default_target: True

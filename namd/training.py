@@ -30,6 +30,10 @@ from tqdm.auto import tqdm
 LOG = logging.getLogger(__name__)
 
 
+#: keys of a method's config that set up the trainer rather than the model
+TRAINER_KEYS = ("epochs", "batch_size", "max_grad_norm")
+
+
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -104,6 +108,10 @@ class TrainResult:
 
 
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, collate_fn=None):
+    """Training batches drop a short tail; evaluation batches keep every sample but never leave a
+    batch of one, which pairwise losses (the alignment loss) cannot score."""
+    if not shuffle and len(dataset) % batch_size == 1 and len(dataset) > 1:
+        batch_size += 1
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(

@@ -50,7 +50,7 @@ wildcard_constraints:
     vae="|".join(config["vae"]["variants"]),
 
 
-from namd.methods import upstream_of
+from namd.methods import LDM_FAMILY, upstream_of
 
 METHODS = list(config["methods"])
 
@@ -60,25 +60,28 @@ wildcard_constraints:
 
 
 def method_params(method):
-    """A method's own keys; latent-diffusion methods also get the shared `ldm` settings."""
-    own = config["methods"][method]
-    if "ldm_unconditional" in upstream_of(method) or own.get("vae"):
-        return {**config["ldm"], "latent_channels": config["vae"]["latent_channels"], **own}
-    return dict(own)
+    """A method's own keys (less `vae`, which picks its inputs); NAMD's family also gets `ldm`."""
+    own = {k: v for k, v in config["methods"][method].items() if k != "vae"}
+    latent = {"latent_channels": config["vae"]["latent_channels"]} if "vae" in upstream_of(method) else {}
+    shared = config["ldm"] if method in LDM_FAMILY else {}
+    return {**shared, **latent, **own}
 
 
 def method_inputs(wildcards):
     """Data, plus the trained models the method starts from (registry: namd.methods.UPSTREAM)."""
     method = wildcards.method
+    needs = upstream_of(method)
     vae = config["methods"][method].get("vae")
     inputs = {"pairs": rules.select_cohort.output.pairs, "crops": rules.crop_nodules.output.crops}
-    if vae:
+    if "vae" in needs:
         inputs["latents"] = f"{RESULTS}/latents/{vae}.npz"
         inputs["vae"] = f"{RESULTS}/models/vae_{vae}"
-    if "ldm_unconditional" in upstream_of(method):
+    if "ldm_unconditional" in needs:
         inputs["ldm_unconditional"] = f"{RESULTS}/models/ldm_unconditional_{vae}"
+    if "perceptual" in needs:
+        inputs["perceptual"] = f"{RESULTS}/models/classifier"
     return inputs
 
 
 def method_upstream(method, input):
-    return {key: str(input[key]) for key in ("vae", "ldm_unconditional") if key in input.keys()}
+    return {key: str(input[key]) for key in upstream_of(method)}

@@ -112,3 +112,17 @@ def test_warmup_then_cosine_reaches_its_ends():
     assert lrs[10] == pytest.approx(1e-4)
     assert lrs[110] == pytest.approx(1e-5)
     assert max(lrs) == pytest.approx(1e-4)
+
+
+def test_sd15_conditions_on_report_tokens_without_soft_prompts(upstream):
+    params = {**PARAMS, "max_text_tokens": 24}
+    method = get_method("sd15")(params, DataSpec(image_size=16), MethodContext(upstream={"vae": upstream["vae"]}, seed=5))
+    b = batch()
+    assert method.report_context(b["report"]).shape == (3, 24, 384)
+    assert method.unet.config.in_channels == 8
+    (optimizer,) = method.configure_optimizers().values()
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
+        p.numel() for p in method.unet.parameters())
+    losses = method.training_step(b, {"diffusion": optimizer}, 0, 1.0)
+    assert math.isfinite(float(losses["loss"].detach()))
+    assert method.eval().generate(b, [0, 1]).shape == (3, 2, 1, 16, 16)

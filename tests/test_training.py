@@ -81,7 +81,7 @@ def test_changed_settings_start_afresh(tmp_path):
 
 def test_nan_loss_names_model_and_step_and_keeps_last_checkpoint(tmp_path):
     state = tmp_path / "s"
-    with pytest.raises(TrainingDivergedError, match=r"line: loss \['loss'\] is nan at step 14 \(epoch 1\)"):
+    with pytest.raises(TrainingDivergedError, match=r"line: loss is nan at step 14 \(epoch 1\)"):
         fit(Line(poison_at=17), Points(64, 1), Points(16, 2), settings(), state, progress=False)
     assert (state / "last.pt").exists()
     assert torch.load(state / "last.pt", weights_only=False)["epoch"] == 0

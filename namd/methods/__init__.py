@@ -12,15 +12,27 @@ import importlib
 _MODULES: dict[str, str] = {
     "namd": "namd.methods.namd",
     "namd_unaligned": "namd.methods.namd",
+    "mcwgan": "namd.methods.mcwgan",
+    "corrflownet_ode": "namd.methods.corrflownet",
+    "corrflownet_sde": "namd.methods.corrflownet",
+    "flux": "namd.methods.flux",
+    "sd15": "namd.methods.sd15",
 }
 
 #: trained models a method starts from, besides the data: "vae" (its VAE, whose cached latents
-#: it trains on; which VAE is the method's `vae` config key) and "ldm_unconditional" (the
-#: unconditional diffusion stage on that VAE's latents)
+#: it trains on; which VAE is the method's `vae` config key), "ldm_unconditional" (the
+#: unconditional diffusion stage on that VAE's latents) and "perceptual" (the evaluation
+#: classifier, a frozen feature network for a perceptual loss)
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "namd": ("vae", "ldm_unconditional"),
     "namd_unaligned": ("vae", "ldm_unconditional"),
+    "mcwgan": ("perceptual",),
+    "flux": ("vae",),
+    "sd15": ("vae",),
 }
+
+#: methods built on NAMD's latent-diffusion settings (the config's `ldm` section)
+LDM_FAMILY = ("namd", "namd_unaligned", "sd15")
 _REGISTRY: dict[str, type] = {}
 
 
@@ -59,4 +71,4 @@ def get_method_module(name: str) -> str:
     return _MODULES[name]
 
 
-__all__ = ["get_method", "known_methods", "register", "upstream_of"]
+__all__ = ["LDM_FAMILY", "get_method", "known_methods", "register", "upstream_of"]

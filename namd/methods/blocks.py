@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from namd.training import TRAINER_KEYS
+
 NORMS = ("group", "layer", "none")
 
 
@@ -256,7 +258,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int 
 
 def merge_params(method: str, defaults: dict, params: dict) -> dict:
     """The method's defaults overridden by `params`; an unknown key (a typo in config) is an error."""
-    unknown = sorted(set(params) - set(defaults))
+    unknown = sorted(set(params) - set(defaults) - set(TRAINER_KEYS))
     if unknown:
         raise ValueError(f"{method}: unknown params {unknown}; known: {sorted(defaults)}")
     return {**defaults, **params}

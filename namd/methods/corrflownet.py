@@ -75,6 +75,8 @@ def latent_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> t
 
 @register
 class CorrFlowNetODE(GenerativeMethod):
+    """Correlational autoencoder + straight-path latent flow, integrated by Euler from z1."""
+
     name = "corrflownet_ode"
     stochastic = False
     group = "Deterministic Methods"
@@ -84,6 +86,10 @@ class CorrFlowNetODE(GenerativeMethod):
     def __init__(self, params: dict[str, Any], spec: DataSpec, context: MethodContext):
         super().__init__(params, spec, context)
         self.params = p = merge_params(self.name, self.defaults, params)
+        if int(p["n_steps"]) < 2:
+            raise ValueError(f"{self.name}: n_steps must be at least 2, got {p['n_steps']}")
+        if self.stochastic and not self.sigma > 0:
+            raise ValueError(f"{self.name}: sigma must be > 0 (sigma = 0 is corrflownet_ode), got {self.sigma}")
         c = p["latent_channels"]
         self.encoder = ConvEncoder(spec.channels, c, p["ae_channels"], p["ae_mults"])
         self.decoder = ConvDecoder(c, 2 * spec.channels, p["ae_channels"], p["ae_mults"])

@@ -23,14 +23,14 @@ recipe of diffusers' `examples/flux-control/train_control_flux.py`.
 - Training: x_t = (1 - sigma) x_0 + sigma eps, target velocity eps - x_0 (diffusers' Flux
   convention; the "data - noise" of the spec up to sign, paired with a sampler that integrates
   from sigma 1 to 0), plain MSE. sigma is logit-normal (Esser et al. 2024, the rectified-flow
-  recipe FLUX.1 descends from) or uniform (`sigma_sampling`). AdamW.
+  recipe FLUX.1 descends from) or uniform, the diffusers script's default (`sigma_sampling`). AdamW.
 - Sampling: Euler steps of FlowMatchEulerDiscreteScheduler over FluxPipeline's sigma grid
   linspace(1, 1/n, n), statically shifted by `shift`; the initial noise of every (pair, seed)
   comes from `namd.sampling.sample_noise`, so samples do not depend on the batch. No guidance.
 - `pretrained` (hub id or folder with a `transformer/` subfolder) fine-tunes a Flux checkpoint as
   the paper does: a base model's x_embedder is widened for the baseline channels with zero
   weights (train_control_flux.py), so it starts as the loaded model; a guidance-distilled
-  checkpoint (FLUX.1 [dev]) gets the constant `guidance_scale` embedding, as in that script.
+  checkpoint (FLUX.1 [dev]) gets the constant `guidance_scale` embedding, 30 as in that script.
 
 CPU scaling (deviations): from scratch, a tiny transformer (1 double + 2 single blocks, 4 heads of
 32; FLUX.1: 19 + 38, 24 of 128), MiniLM (D = 384) for T5-XXL + CLIP, the project's 4-channel VAE
@@ -50,13 +50,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from namd.methods import register
 from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
 from namd.methods.blocks import merge_params
-from namd.models.text_encoder import resolve_llm_source
-from namd.models.vae import NoduleAlignedVAE, decode_latents
+from namd.models.frozen import FrozenReportEncoder, llm_context_dim, load_frozen_vae
+from namd.models.vae import decode_latents
 from namd.sampling import sample_noise
 
 DEFAULTS: dict[str, Any] = {
@@ -73,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "logit_mean": 0.0,  # logit-normal location (SD3: 0)
     "logit_std": 1.0,  # logit-normal scale (SD3: 1)
     "shift": 1.0,  # static timestep shift of the sampling sigmas (FLUX.1 schnell: 1)
-    "guidance_scale": 3.5,  # only for guidance-distilled checkpoints (FluxPipeline default 3.5)
+    "guidance_scale": 30.0,  # only for guidance-distilled checkpoints (train_control_flux.py: 30)
     "lr": 3e-4,  # AdamW (fine-tuning scripts: 1e-4)
     "weight_decay": 1e-4,  # diffusers' Flux scripts: 1e-4
     "num_inference_steps": 20,  # FLUX.1 [dev]: 28
@@ -138,10 +137,11 @@ class Flux(GenerativeMethod):
         super().__init__(params, spec, context)
         self.params = p = merge_params(self.name, DEFAULTS, params)
         if p["sigma_sampling"] not in ("logit_normal", "uniform"):
-            raise ValueError(f"{self.name}: sigma_sampling must be 'logit_normal' or 'uniform', got {p['sigma_sampling']!r}")
+            raise ValueError(
+                f"{self.name}: sigma_sampling must be 'logit_normal' or 'uniform', got {p['sigma_sampling']!r}"
+            )
         self.packed_channels = 4 * int(p["latent_channels"])
-        source, offline = resolve_llm_source(p["llm"])
-        self.text_dim = AutoConfig.from_pretrained(source, local_files_only=offline).get_text_config().hidden_size
+        self.text_dim = llm_context_dim(p["llm"])
         self.transformer = transformer if transformer is not None else self._initial_transformer()
         self._check_transformer(self.transformer, p["pretrained"] or "the transformer")
         # frozen models (text model, tokenizer, upstream VAE) in a plain dict: out of the state
@@ -153,7 +153,8 @@ class Flux(GenerativeMethod):
         if p["pretrained"] is None:
             if sum(p["axes_dims_rope"]) != p["attention_head_dim"]:
                 raise ValueError(
-                    f"{self.name}: axes_dims_rope {p['axes_dims_rope']} must sum to attention_head_dim {p['attention_head_dim']}"
+                    f"{self.name}: axes_dims_rope {p['axes_dims_rope']} must sum to "
+                    f"attention_head_dim {p['attention_head_dim']}"
                 )
             return FluxTransformer2DModel(
                 patch_size=1,
@@ -168,7 +169,9 @@ class Flux(GenerativeMethod):
                 guidance_embeds=False,
                 axes_dims_rope=tuple(p["axes_dims_rope"]),
             )
-        transformer = FluxTransformer2DModel.from_pretrained(p["pretrained"], subfolder="transformer", torch_dtype=torch.float32)
+        transformer = FluxTransformer2DModel.from_pretrained(
+            p["pretrained"], subfolder="transformer", torch_dtype=torch.float32
+        )
         config = transformer.config
         if config.in_channels == self.packed_channels:  # a base model: add the baseline's channels
             return widen_for_condition(transformer)
@@ -180,9 +183,10 @@ class Flux(GenerativeMethod):
         if config.patch_size != 1 or config.in_channels != 2 * packed or transformer.out_channels != packed:
             raise ValueError(
                 f"{self.name}: {source} has patch_size={config.patch_size}, in_channels={config.in_channels}, "
-                f"out_channels={transformer.out_channels}; latents with latent_channels={self.params['latent_channels']} "
-                f"pack to {packed} channels, so a base model needs in_channels={packed} (FLUX.1's 64 fits a "
-                f"16-channel VAE) and a conditional one in_channels={2 * packed}, out_channels={packed}, patch_size=1"
+                f"out_channels={transformer.out_channels}; latents with latent_channels="
+                f"{self.params['latent_channels']} pack to {packed} channels, so a base model needs "
+                f"in_channels={packed} (FLUX.1's 64 fits a 16-channel VAE) and a conditional one "
+                f"in_channels={2 * packed}, out_channels={packed}, patch_size=1"
             )
         if config.joint_attention_dim != self.text_dim or config.pooled_projection_dim != self.text_dim:
             raise ValueError(
@@ -194,52 +198,29 @@ class Flux(GenerativeMethod):
     def _device(self) -> torch.device:
         return self.transformer.x_embedder.weight.device
 
-    def _text_model(self):
+    def _text_model(self) -> FrozenReportEncoder:
         if "text" not in self._frozen:
-            source, offline = resolve_llm_source(self.params["llm"])
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
-            if tokenizer.pad_token is None:  # decoder-only LLMs: pad with EOS (masked out of the pooling)
-                tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModel.from_pretrained(source, local_files_only=offline, dtype=torch.float32)
-            self._frozen["text"] = (tokenizer, model.requires_grad_(False).eval())
-        tokenizer, model = self._frozen["text"]
-        return tokenizer, model.to(self._device())
+            self._frozen["text"] = FrozenReportEncoder(self.params["llm"], self.params["max_text_tokens"])
+        return self._frozen["text"]
 
-    @torch.no_grad()
     def encode_reports(self, reports: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text stream (B, T, D) and pooled vector (B, D) of the frozen text model, T fixed."""
-        if isinstance(reports, str) or len(reports) == 0:
-            raise TypeError(f"{self.name}: batch['report'] must be a non-empty list of strings")
-        tokenizer, model = self._text_model()
-        tokens = tokenizer(
-            list(reports), padding="max_length", truncation=True, max_length=self.params["max_text_tokens"],
-            return_tensors="pt",
-        ).to(self._device())
-        states = model(**tokens).last_hidden_state.float()
-        mask = tokens["attention_mask"][..., None].float()
-        return states, (states * mask).sum(1) / mask.sum(1).clamp_min(1)
+        return self._text_model()(reports, self._device())
 
     def _vae(self):
         if "vae" not in self._frozen:
-            path = self.context.upstream.get("vae")
-            if not path:
-                raise ValueError(f"{self.name}: generation needs the trained VAE, but context.upstream['vae'] is not set")
-            vae = NoduleAlignedVAE.from_pretrained(path).vae.requires_grad_(False).eval()
-            if vae.config.latent_channels != self.params["latent_channels"]:
-                raise ValueError(
-                    f"{self.name}: the VAE at {path} has latent_channels={vae.config.latent_channels}, "
-                    f"but the method was built for latent_channels={self.params['latent_channels']}"
-                )
-            self._frozen["vae"] = vae
+            self._frozen["vae"] = load_frozen_vae(self.context.upstream.get("vae"),
+                                                  latent_channels=self.params["latent_channels"], method=self.name)
         return self._frozen["vae"].to(self._device())
 
     def _latents(self, batch: dict[str, Any], key: str, step: str) -> torch.Tensor:
         if key not in batch:
             raise KeyError(f"{self.name} {step}: the batch has no {key!r} (cached latents of the upstream VAE)")
         latents = batch[key].float()
-        if latents.ndim != 4 or latents.shape[1] != self.params["latent_channels"] or latents.shape[2] % 2 or latents.shape[3] % 2:
+        channels = self.params["latent_channels"]
+        if latents.ndim != 4 or latents.shape[1] != channels or latents.shape[2] % 2 or latents.shape[3] % 2:
             raise ValueError(
-                f"{self.name} {step}: batch[{key!r}] must be (B, {self.params['latent_channels']}, H, W) with even H and W "
+                f"{self.name} {step}: batch[{key!r}] must be (B, {channels}, H, W) with even H and W "
                 f"(Flux packs 2x2 patches), got {tuple(latents.shape)}"
             )
         return latents
@@ -328,7 +309,9 @@ class Flux(GenerativeMethod):
         out_dir = Path(out_dir)
         meta_path = out_dir / "method.json"
         if not meta_path.is_file() or not (out_dir / "transformer" / "config.json").is_file():
-            raise FileNotFoundError(f"{out_dir}: no saved {cls.name} method (method.json + transformer/); was the training rule run?")
+            raise FileNotFoundError(
+                f"{out_dir}: no saved {cls.name} method (method.json + transformer/); was the training rule run?"
+            )
         meta = json.loads(meta_path.read_text())
         if meta["method"] != cls.name:
             raise ValueError(f"{meta_path}: holds method {meta['method']!r}, not {cls.name!r}")

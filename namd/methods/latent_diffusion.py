@@ -22,7 +22,8 @@ from diffusers import DDPMScheduler
 
 from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
 from namd.models.unet import denoising_loss, load_unet, noise_scheduler
-from namd.models.vae import NoduleAlignedVAE, decode_latents
+from namd.models.frozen import load_frozen_vae
+from namd.models.vae import decode_latents
 from namd.sampling import ddim_sample
 
 
@@ -68,7 +69,7 @@ class LatentDiffusionMethod(GenerativeMethod):
     # -- training ---------------------------------------------------------------------------------
     def configure_optimizers(self):
         groups = [{"params": [p for p in self.unet.parameters() if p.requires_grad], "lr": self.params["lr"]}]
-        text = [p for p in self.text.parameters() if p.requires_grad]
+        text = [p for p in self.text.parameters() if p.requires_grad] if isinstance(self.text, torch.nn.Module) else []
         if text:
             groups.append({"params": text, "lr": self.params["prompt_lr"]})
         return {"diffusion": torch.optim.AdamW(groups, weight_decay=self.params.get("weight_decay", 0.0))}
@@ -82,11 +83,9 @@ class LatentDiffusionMethod(GenerativeMethod):
     # -- generation -------------------------------------------------------------------------------
     def decoder(self):
         if not self._decoder:
-            vae_dir = self.context.upstream.get("vae")
-            if not vae_dir:
-                raise ValueError(f"{self.name}: no VAE given (context.upstream['vae']) to decode latents")
-            self._decoder.append(NoduleAlignedVAE.from_pretrained(vae_dir).vae.to(self.unet.device))
-        return self._decoder[0]
+            self._decoder.append(load_frozen_vae(self.context.upstream.get("vae"),
+                                                 latent_channels=self.params["latent_channels"], method=self.name))
+        return self._decoder[0].to(self.unet.device)
 
     @torch.no_grad()
     def generate(self, batch, seeds):

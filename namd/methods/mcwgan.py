@@ -116,6 +116,8 @@ class McWGAN(GenerativeMethod):
     def __init__(self, params: dict[str, Any], spec: DataSpec, context: MethodContext):
         super().__init__(params, spec, context)
         self.params = p = merge_params(self.name, DEFAULTS, params)
+        if int(p["n_critic"]) < 1:
+            raise ValueError(f"{self.name}: n_critic must be at least 1, got {p['n_critic']}")
         self.predictor = ConvUNet(spec.channels, spec.channels, p["base_channels"], p["channel_mults"])
         self.critic = Critic(spec.image_size, p["critic_widths"])
         self.perceptual_path = context.upstream.get("perceptual")

@@ -10,20 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig
 
 from namd.data.dataset import Cohort, ImageDataset
 from namd.methods.latent_diffusion import warmup_cosine
-from namd.models.text_encoder import resolve_llm_source
+from namd.models.frozen import llm_context_dim
 from namd.models.unet import build_unet, denoising_loss, noise_scheduler
 from namd.training import TrainableModule, TrainSettings, file_fingerprint, fit, write_history, write_model_card
-
-
-def llm_context_dim(llm: str) -> int:
-    """D of the LLM's hidden states, read from its config alone (no weights loaded)."""
-    source, offline = resolve_llm_source(llm)
-    config = AutoConfig.from_pretrained(source, local_files_only=offline)
-    return int(getattr(config, "text_config", config).hidden_size)
 
 
 class UnconditionalDiffusion(TrainableModule):

@@ -1,0 +1,208 @@
+# Evaluation (paper Sections 4.1.2, 4.2, 4.3, Appendix D): one frozen classifier, Table 1, Figures 2, 3, 5.
+
+EVAL = f"{RESULTS}/eval"
+REAL_ROWS = ["real_baseline", "real_followup"]
+
+
+rule train_classifier:
+    """The neutral evaluation ViT, trained once on real training-split crops, then frozen."""
+    input:
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+    output:
+        directory(f"{RESULTS}/models/classifier"),
+    params:
+        classifier=config["evaluation"]["classifier"],
+        state=state_dir("classifier"),
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        f"{LOGS}/evaluate/train_classifier.log",
+    benchmark:
+        f"{BENCH}/train_classifier.tsv"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/train_classifier.py"
+
+
+rule classify_real:
+    """The real-image rows of Table 1: the classifier on real baseline and real follow-up test crops."""
+    input:
+        classifier=rules.train_classifier.output[0],
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+    output:
+        baseline=f"{EVAL}/probs/real_baseline.csv",
+        followup=f"{EVAL}/probs/real_followup.csv",
+    params:
+        device=config["device"],
+    log:
+        f"{LOGS}/evaluate/classify_real.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/classify_real.py"
+
+
+rule classify_generated:
+    """Malignancy probability of every generated follow-up, per pair and seed."""
+    input:
+        classifier=rules.train_classifier.output[0],
+        generated=rules.generate_followups.output[0],
+        pairs=rules.select_cohort.output.pairs,
+    output:
+        f"{EVAL}/probs/{{method}}.csv",
+    params:
+        device=config["device"],
+    log:
+        f"{LOGS}/evaluate/classify_{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/classify_generated.py"
+
+
+rule image_metrics:
+    """LPIPS and FID of generated vs real follow-ups per seed (labelled stand-ins without their weights)."""
+    input:
+        classifier=rules.train_classifier.output[0],
+        generated=rules.generate_followups.output[0],
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+    output:
+        f"{EVAL}/image_metrics/{{method}}.csv",
+    params:
+        image_metrics=config["evaluation"]["image_metrics"],
+        device=config["device"],
+    log:
+        f"{LOGS}/evaluate/image_metrics_{{method}}.log",
+    benchmark:
+        f"{BENCH}/image_metrics_{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=config["compute"]["gpus_per_job"],
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/image_metrics.py"
+
+
+rule table1:
+    """Table 1: AUROC/AUPRC per row (mean +- std over K), LPIPS, FID, DeLong against NAMD."""
+    input:
+        probs=expand(f"{EVAL}/probs/{{row}}.csv", row=REAL_ROWS + METHODS),
+        image=expand(rules.image_metrics.output[0], method=METHODS),
+        pairs=rules.select_cohort.output.pairs,
+    output:
+        tex=report(f"{RESULTS}/table1.tex", category="Table 1", caption="../report/table1.rst"),
+        csv=f"{RESULTS}/table1.csv",
+        significance=f"{EVAL}/significance.csv",
+        per_seed=f"{EVAL}/diagnosis_per_seed.csv",
+    params:
+        rows=REAL_ROWS + METHODS,
+        methods=METHODS,
+        seeds=list(range(config["generation"]["k_seeds"])),
+        evaluation=config["evaluation"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/evaluate/table1.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/table1.py"
+
+
+rule figure2:
+    """t-SNE of test latents coloured by diameter: aligned VAE beside unaligned VAE."""
+    input:
+        aligned=f"{RESULTS}/latents/aligned.npz",
+        unaligned=f"{RESULTS}/latents/unaligned.npz",
+        pairs=rules.select_cohort.output.pairs,
+    output:
+        png=report(f"{RESULTS}/figures/figure2.png", category="Figures", caption="../report/figure2.rst"),
+        pdf=f"{RESULTS}/figures/figure2.pdf",
+        scores=f"{RESULTS}/figures/figure2_scores.json",
+    params:
+        seed=config["seed"],
+    log:
+        f"{LOGS}/evaluate/figure2.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure2.py"
+
+
+rule figure3:
+    """Prediction error vs variance over K, and NAMD examples with pixel-wise variance and error maps."""
+    input:
+        probs=f"{EVAL}/probs/{config['evaluation']['reference']}.csv",
+        generated=f"{RESULTS}/generated/{config['evaluation']['reference']}.npz",
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+    output:
+        png=report(f"{RESULTS}/figures/figure3.png", category="Figures", caption="../report/figure3.rst"),
+        pdf=f"{RESULTS}/figures/figure3.pdf",
+        table=f"{RESULTS}/figures/figure3_pairs.csv",
+    log:
+        f"{LOGS}/evaluate/figure3.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure3.py"
+
+
+rule figure5:
+    """Running variance of the classifier's probability over K samples (Appendix D)."""
+    input:
+        probs=f"{EVAL}/probs/{config['evaluation']['reference']}.csv",
+    output:
+        png=report(f"{RESULTS}/figures/figure5.png", category="Figures", caption="../report/figure5.rst"),
+        pdf=f"{RESULTS}/figures/figure5.pdf",
+        curves=f"{RESULTS}/figures/figure5_curves.csv",
+    params:
+        n_pairs=config["evaluation"]["figure5_pairs"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/evaluate/figure5.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../scripts/figure5.py"
+
+
+EVALUATION_TARGETS = [
+    rules.table1.output.tex,
+    rules.figure2.output.png,
+    rules.figure3.output.png,
+    rules.figure5.output.png,
+]
