@@ -73,3 +73,15 @@ def test_tiny_workflow_runs_for_real(tmp_path):
         assert generated["images"].shape == (test_pairs, k, 1, 32, 32)
     assert (tmp_path / "results/models/namd/unet/config.json").exists()
     assert (tmp_path / "results/models/vae_aligned/model_card.md").exists()
+
+
+def test_paper_config_is_valid_and_plans_the_whole_paper(tmp_path):
+    from namd.config import load_config
+
+    config = load_config(ROOT / "config.yaml", ROOT / "configs" / "paper.yaml")
+    assert config["crop"]["size"] == 64 and config["ldm"]["unet"]["block_out_channels"] == [320, 640, 1280, 1280]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = run_snakemake(tmp_path, "-n", "--cores", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for rule in ("train_vae", "train_ldm_unconditional", "train_method", "generate_followups", "table1", "figure3"):
+        assert rule in out.stdout
