@@ -1,0 +1,373 @@
+"""Predict one nodule's one-year follow-up and its malignancy from a baseline crop and a report.
+
+`NAMDPipeline` is a diffusers `DiffusionPipeline`: `vae` (AutoencoderKL), `unet`
+(UNet2DConditionModel, 8 input channels) and `scheduler` (the training DDPMScheduler; sampling
+runs DDIM over its betas) are registered components, so `save_pretrained` writes them in
+diffusers' own layout with a `model_index.json`.
+
+The soft-prompt text encoder and the evaluation classifier are not diffusers, transformers or
+timm-hub classes, and DiffusionPipeline.save_pretrained only knows those: it would log "cannot
+be saved" and write `[null, null]` for them. So they are plain attributes (optional `__init__`
+arguments, which diffusers passes through `from_pretrained` untouched) saved by their own code:
+`soft_prompts/` (the trained prompts plus the LLM's name; the frozen LLM is reloaded from where
+it came from, never copied) and `classifier/` (timm's `save_for_hf` folder).
+
+model_index.json also holds the HU window the crops are mapped with and a version stamp
+(`_namd_version`, `_namd_format_version`); a folder of another format version is refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from tqdm.auto import tqdm
+
+from namd import __version__
+from namd.data.crops import DEFAULT_WINDOW
+from namd.data.nlst import EHR_FEATURES, NLST_CODES, PAPER_VOCABULARY, YES_NO_FIELDS
+from namd.evaluation.classifier import MalignancyClassifier
+from namd.methods import get_method
+from namd.methods.namd import NAMD
+from namd.models.text_encoder import SoftPromptContextEncoder
+from namd.models.unet import load_unet
+from namd.models.vae import decode_latents, encode_latents, load_vae
+from namd.sampling import ddim_sample
+
+#: bump when the saved folder's layout or meaning changes; older folders are then refused
+PIPELINE_FORMAT_VERSION = 1
+PIPELINE_INDEX = "model_index.json"
+SOFT_PROMPTS_DIR = "soft_prompts"
+CLASSIFIER_DIR = "classifier"
+AGE_RANGE = (0, 120)
+
+
+class PipelineFormatError(ValueError):
+    """A model folder this version of namd cannot read (another format version, or no NAMD pipeline)."""
+
+
+class RecordError(ValueError):
+    """A patient record that does not give the 13 EHR features of Table 2; the message names the field."""
+
+
+@dataclass(frozen=True)
+class NAMDPrediction:
+    """K sampled follow-ups per baseline and what the evaluation classifier makes of them.
+
+    Variances and standard deviations are over the K samples with ddof = 0, as in the
+    evaluation (Figures 3 and 5).
+    """
+
+    samples: np.ndarray  # (B, K, 1, S, S) float32 in [-1, 1]
+    mean: np.ndarray  # (B, 1, S, S) pixel-wise mean follow-up
+    variance: np.ndarray  # (B, 1, S, S) pixel-wise variance, in [-1, 1] units squared
+    probabilities: np.ndarray  # (B, K) malignancy probability of each sample
+    probability_mean: np.ndarray  # (B,)
+    probability_std: np.ndarray  # (B,)
+
+    @classmethod
+    def from_samples(cls, samples: np.ndarray, probabilities: np.ndarray) -> NAMDPrediction:
+        return cls(samples=samples, mean=samples.mean(axis=1), variance=samples.var(axis=1),
+                   probabilities=probabilities, probability_mean=probabilities.mean(axis=1),
+                   probability_std=probabilities.std(axis=1))
+
+
+class NAMDPipeline(DiffusionPipeline):
+    """Baseline crop(s) + report(s) -> K follow-up crops each, with malignancy probabilities."""
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: UNet2DConditionModel,
+        scheduler: DDPMScheduler,
+        text_encoder: SoftPromptContextEncoder | None = None,
+        classifier: MalignancyClassifier | None = None,
+        hu_window: list[float] | tuple[float, float] = DEFAULT_WINDOW,
+    ):
+        # Optional only in form: diffusers treats arguments with defaults as pass-through, not components.
+        if text_encoder is None or classifier is None:
+            raise ValueError("NAMDPipeline needs a text_encoder (SoftPromptContextEncoder) and a classifier "
+                             "(MalignancyClassifier)")
+        super().__init__()
+        low, high = (float(v) for v in hu_window)
+        if not high > low:
+            raise ValueError(f"NAMDPipeline: hu_window must be (low, high) with high > low, got {tuple(hu_window)}")
+        latent_channels, size = vae.config.latent_channels, vae.config.sample_size
+        checks = (
+            ("U-Net in_channels", unet.config.in_channels, 2 * latent_channels,
+             "twice the VAE's latent_channels (noisy follow-up + baseline latent)"),
+            ("U-Net out_channels", unet.config.out_channels, latent_channels, "the VAE's latent_channels"),
+            ("U-Net cross_attention_dim", unet.config.cross_attention_dim, text_encoder.context_dim,
+             f"the hidden size of LLM {text_encoder.llm_name!r}"),
+            ("classifier image size", classifier.image_size, size, "the VAE's sample_size (the crop size)"),
+        )
+        for what, found, expected, whose in checks:
+            if found != expected:
+                raise ValueError(f"NAMDPipeline: {what} is {found} but {whose} is {expected}")
+        self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
+        self.register_to_config(hu_window=[low, high], _namd_version=__version__,
+                                _namd_format_version=PIPELINE_FORMAT_VERSION)
+        self.text_encoder = text_encoder.eval()
+        self.classifier = classifier.eval()
+
+    # -- what a caller needs to prepare inputs ------------------------------------------------------
+    @property
+    def crop_size(self) -> int:
+        return int(self.vae.config.sample_size)
+
+    @property
+    def hu_window(self) -> tuple[float, float]:
+        low, high = self.config.hu_window
+        return float(low), float(high)
+
+    def to(self, *args, **kwargs) -> NAMDPipeline:
+        """diffusers moves registered components only; the text encoder and classifier follow their device."""
+        super().to(*args, **kwargs)
+        self.text_encoder.to(self.device)
+        self.classifier.to(self.device)
+        return self
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """diffusers' folder (model_index.json, vae/, unet/, scheduler/) plus soft_prompts/ and classifier/."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.text_encoder.save_soft_prompts(Path(save_directory) / SOFT_PROMPTS_DIR)
+        self.classifier.save_pretrained(Path(save_directory) / CLASSIFIER_DIR)
+
+    @classmethod
+    def check_format(cls, folder: str | Path) -> dict[str, Any]:
+        """model_index.json of a folder this namd can load; PipelineFormatError naming the file otherwise."""
+        index = Path(folder) / PIPELINE_INDEX
+        if not index.is_file():
+            raise FileNotFoundError(f"{index}: no such file; {folder} is not a saved NAMD pipeline")
+        try:
+            config = json.loads(index.read_text())
+        except json.JSONDecodeError as err:
+            raise PipelineFormatError(f"{index}: not valid JSON ({err})") from err
+        if config.get("_class_name") != cls.__name__:
+            raise PipelineFormatError(f"{index}: holds a {config.get('_class_name')!r}, not a {cls.__name__}")
+        found = config.get("_namd_format_version")
+        if found != PIPELINE_FORMAT_VERSION:
+            raise PipelineFormatError(
+                f"{index}: NAMD pipeline format version {found} (written by namd {config.get('_namd_version', '?')}), "
+                f"but namd {__version__} reads format version {PIPELINE_FORMAT_VERSION}; re-export the model with "
+                "this version (NAMDPipeline.from_workflow(...).save_pretrained(...))"
+            )
+        return config
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> NAMDPipeline:
+        """Load a folder written by save_pretrained (local only: the soft prompts are read from disk).
+
+        `text_encoder=` or `classifier=` replace the saved ones; other keyword arguments go to diffusers.
+        """
+        folder = Path(pretrained_model_name_or_path)
+        cls.check_format(folder)
+        if "text_encoder" not in kwargs:
+            kwargs["text_encoder"] = SoftPromptContextEncoder.from_soft_prompts(folder / SOFT_PROMPTS_DIR)
+        if "classifier" not in kwargs:
+            kwargs["classifier"] = MalignancyClassifier.from_pretrained(folder / CLASSIFIER_DIR)
+        return super().from_pretrained(folder, **kwargs)
+
+    @classmethod
+    def from_workflow(
+        cls, namd_model_dir: str | Path, classifier_dir: str | Path, *, hu_window: Sequence[float] = DEFAULT_WINDOW
+    ) -> NAMDPipeline:
+        """Assemble from the workflow's folders: results/models/namd (or namd_unaligned) and results/models/classifier.
+
+        The VAE is the one method.json names in upstream["vae"]; a relative path there is relative to
+        the workflow's working directory, found as the ancestor of the model folder that holds it.
+        The workflow does not record its HU window in the model folder, so it is given here
+        (default: the config's lung window).
+        """
+        model_dir = Path(namd_model_dir)
+        meta_path = model_dir / "method.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: no such file; {model_dir} is not a workflow model folder")
+        try:
+            meta = json.loads(meta_path.read_text())
+            name, latent_channels, vae_path = (
+                meta["method"], meta["params"]["latent_channels"], meta["upstream"]["vae"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise PipelineFormatError(f"{meta_path}: not a NAMD method.json (needs method, "
+                                      f"params.latent_channels, upstream.vae): {err!r}") from err
+        try:
+            is_namd = issubclass(get_method(name), NAMD)
+        except KeyError:
+            is_namd = False
+        if not is_namd:
+            raise PipelineFormatError(f"{meta_path}: holds method {name!r}, not NAMD (namd or namd_unaligned)")
+        vae = load_vae(_upstream_folder(vae_path, model_dir, meta_path), in_channels=1,
+                       latent_channels=latent_channels)
+        text_encoder = SoftPromptContextEncoder.from_soft_prompts(model_dir / SOFT_PROMPTS_DIR)
+        unet = load_unet(model_dir / "unet", in_channels=2 * latent_channels,
+                         cross_attention_dim=text_encoder.context_dim)
+        scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
+        classifier = MalignancyClassifier.from_pretrained(classifier_dir)
+        return cls(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, classifier=classifier,
+                   hu_window=hu_window)
+
+    # -- prediction ---------------------------------------------------------------------------------
+    def _baseline_batch(self, baseline_crop) -> torch.Tensor:
+        images = torch.as_tensor(np.asarray(baseline_crop, dtype=np.float32))
+        if images.ndim == 3:
+            images = images[None]
+        size = self.crop_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (1, size, size) or images.shape[0] == 0:
+            raise ValueError(f"baseline_crop must be (1, {size}, {size}) or (B, 1, {size}, {size}) for this model, "
+                             f"got {tuple(np.shape(baseline_crop))}")
+        if not torch.isfinite(images).all() or images.abs().max() > 1:
+            raise ValueError("baseline_crop must hold finite values in [-1, 1] (HU mapped with "
+                             "namd.data.crops.window_to_unit and the pipeline's hu_window)")
+        return images
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        baseline_crop: np.ndarray | torch.Tensor,
+        report: str | Sequence[str],
+        *,
+        num_samples: int = 20,
+        seed: int = 0,
+        num_inference_steps: int = 50,
+        eta: float = 0.0,
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> NAMDPrediction:
+        """K = num_samples follow-ups per baseline (DDIM, paper Sec. 3.3.2) and their malignancy probabilities.
+
+        Sample k of baseline b comes from noise seeded by (seed, b, k) alone (namd.sampling), so the
+        same seed gives the same samples whatever the batch size; `batch_size` (pair, sample)
+        combinations run at once. The progress bar counts denoising steps (U-Net calls): ddim_sample's
+        own counts finished samples, which all arrive at the end when the K samples fit one batch.
+        """
+        images = self._baseline_batch(baseline_crop)
+        reports = [report] if isinstance(report, str) else list(report)
+        if len(reports) != images.shape[0] or not all(isinstance(r, str) and r.strip() for r in reports):
+            raise ValueError(f"report must be one non-empty string per baseline crop ({images.shape[0]}), "
+                             f"got {len(reports)} report(s)")
+        if min(num_samples, num_inference_steps, batch_size) < 1:
+            raise ValueError(f"num_samples ({num_samples}), num_inference_steps ({num_inference_steps}) and "
+                             f"batch_size ({batch_size}) must be at least 1")
+        device, n = self.device, images.shape[0]
+        condition = encode_latents(self.vae, images.to(device))
+        context = self.text_encoder(reports)
+        calls = math.ceil(n * num_samples / batch_size) * num_inference_steps
+        with tqdm(total=calls, desc="NAMD sampling", unit="step", disable=not progress) as bar:
+            hook = self.unet.register_forward_hook(lambda *_: bar.update())
+            try:
+                latents = ddim_sample(
+                    self.unet, self.scheduler.config, condition, context, [str(b) for b in range(n)],
+                    range(num_samples), num_inference_steps=num_inference_steps, eta=eta, batch_size=batch_size,
+                    base_seed=seed, progress=False,
+                )
+            finally:
+                hook.remove()
+        samples = decode_latents(self.vae, latents.flatten(0, 1).to(device)).clamp(-1, 1).float().cpu()
+        probabilities = self.classifier.predict_proba(samples, batch_size=batch_size).reshape(n, num_samples)
+        samples = samples.numpy().reshape(n, num_samples, *samples.shape[1:])
+        return NAMDPrediction.from_samples(samples, probabilities)
+
+
+def _upstream_folder(path: str, model_dir: Path, meta_path: Path) -> Path:
+    """An upstream model folder named in method.json: absolute, or relative to the workflow's directory."""
+    given = Path(path)
+    candidates = [given] if given.is_absolute() else [base / given for base in model_dir.resolve().parents]
+    candidates.append(Path.cwd() / given)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"{meta_path}: upstream VAE folder {path!r} not found (looked in "
+                            f"{', '.join(str(c) for c in dict.fromkeys(candidates))})")
+
+
+# -- the patient record ---------------------------------------------------------------------------
+def _coded(field: str, value, source: str) -> str:
+    """A coded field given as Table 2's word (any case) or as NLST's code -> Table 2's word."""
+    vocabulary = PAPER_VOCABULARY[field.lower()]
+    allowed = f"one of {', '.join(repr(w) for w in vocabulary.values())} or NLST code {sorted(vocabulary)}"
+    if isinstance(value, bool) and field in YES_NO_FIELDS:
+        return vocabulary[int(value)]
+    if isinstance(value, str):
+        words = {word.lower(): word for word in vocabulary.values()}
+        word = words.get(" ".join(value.split()).lower())
+        if word is None:
+            raise RecordError(f"{source}: field {field!r}: {value!r} is not a known value; expected {allowed}")
+        return word
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+        code = int(value)
+        if code in vocabulary:
+            return vocabulary[code]
+        meaning = NLST_CODES.get(field.lower(), {}).get(code)
+        if meaning is not None:
+            raise RecordError(f"{source}: field {field!r}: NLST code {code} ({meaning}) is not a value of the "
+                              f"paper's Table 2, which the model was trained on; expected {allowed}")
+    raise RecordError(f"{source}: field {field!r}: {value!r} is not a known value; expected {allowed}")
+
+
+def _number(field: str, value, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{source}: field {field!r}: {value!r} is not a number")
+    return float(value)
+
+
+def patient_record(record: Mapping[str, Any], source: str = "record") -> dict[str, Any]:
+    """The 13 EHR features of Table 2, checked, in the paper's vocabulary (what report_text reads).
+
+    Keys are Table 2's names in any case (SCT_PRE_ATT or sct_pre_att ...). Coded fields take the
+    paper's words (case-insensitive) or NLST's codes, Yes/No fields also true/false. All 13 are
+    required: the workflow trains only on complete records. Age is in years (0-120), diameters
+    in mm (positive, perpendicular at most the longest).
+    """
+    if not isinstance(record, Mapping):
+        raise RecordError(f"{source}: a patient record must be a JSON object with the fields {list(EHR_FEATURES)}")
+    canonical = {name.lower(): name for name in EHR_FEATURES}
+    fields: dict[str, Any] = {}
+    for key, value in record.items():
+        name = canonical.get(str(key).lower())
+        if name is None:
+            raise RecordError(f"{source}: unknown field {key!r}; the record holds the 13 EHR features of "
+                              f"Table 2: {list(EHR_FEATURES)}")
+        if name in fields:
+            raise RecordError(f"{source}: field {name!r} is given twice (names are compared ignoring case)")
+        fields[name] = value
+    missing = [name for name in EHR_FEATURES if fields.get(name) is None]
+    if missing:
+        raise RecordError(f"{source}: missing required field(s) {missing}; all 13 EHR features of Table 2 are "
+                          "needed (the model was trained on complete records)")
+    out: dict[str, Any] = {}
+    for name in EHR_FEATURES:
+        if name.lower() in PAPER_VOCABULARY:
+            out[name] = _coded(name, fields[name], source)
+        else:
+            out[name] = _number(name, fields[name], source)
+    low, high = AGE_RANGE
+    if not low <= out["age"] <= high:
+        raise RecordError(f"{source}: field 'age': {out['age']:g} is outside {low}-{high} years")
+    for name in ("SCT_LONG_DIA", "SCT_PERP_DIA"):
+        if out[name] <= 0:
+            raise RecordError(f"{source}: field {name!r}: {out[name]:g} mm must be positive")
+    if out["SCT_PERP_DIA"] > out["SCT_LONG_DIA"]:
+        raise RecordError(f"{source}: field 'SCT_PERP_DIA': {out['SCT_PERP_DIA']:g} mm exceeds the longest "
+                          f"diameter SCT_LONG_DIA {out['SCT_LONG_DIA']:g} mm")
+    return out
+
+
+def read_patient_record(path: str | Path) -> dict[str, Any]:
+    """patient_record of a JSON file, errors naming the file."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: patient record not found") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RecordError(f"{path}: not valid JSON ({err})") from err
+    return patient_record(record, str(path))
+

