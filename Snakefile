@@ -22,6 +22,10 @@ include: "rules/methods.smk"
 include: "rules/evaluate.smk"
 
 
+onstart:
+    check_slurm_partitions()
+
+
 rule all:
     input:
         DATA_TARGETS,

@@ -1,4 +1,7 @@
 # Paths and helpers shared by every rule file.
+import subprocess
+
+from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
 LOGS = "logs"
@@ -85,3 +88,17 @@ def method_inputs(wildcards):
 
 def method_upstream(method, input):
     return {key: str(input[key]) for key in upstream_of(method)}
+
+
+def check_slurm_partitions():
+    """sbatch only says 'invalid partition'; name the resource that asked for it, before any job."""
+    if workflow.executor_plugin.name != "slurm":
+        return
+    wanted = {job.resources.get("slurm_partition") for job in workflow.dag.needrun_jobs()} - {None}
+    known = set(subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True).stdout.split())
+    if wanted - known:
+        raise WorkflowError(
+            f"resource slurm_partition={', '.join(sorted(wanted - known))} (profile default-resources, "
+            f"--default-resources or --set-resources) is not a partition of this cluster; "
+            f"sinfo lists: {', '.join(sorted(known))}"
+        )

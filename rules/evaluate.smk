@@ -149,7 +149,7 @@ rule figure2:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../envs/figures.yaml"
+        "../envs/evaluation.yaml"
     script:
         "../scripts/figure2.py"
 
@@ -172,7 +172,7 @@ rule figure3:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../envs/figures.yaml"
+        "../envs/evaluation.yaml"
     script:
         "../scripts/figure3.py"
 
@@ -195,7 +195,7 @@ rule figure5:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../envs/figures.yaml"
+        "../envs/evaluation.yaml"
     script:
         "../scripts/figure5.py"
 

@@ -42,6 +42,7 @@ rule cache_latents:
     resources:
         mem_mb=2000,
         runtime=10,
+        gpu=config["compute"]["gpus_per_job"],
     conda:
         "../envs/models.yaml"
     script:

@@ -17,6 +17,8 @@ _MODULES: dict[str, str] = {
     "corrflownet_sde": "namd.methods.corrflownet",
     "flux": "namd.methods.flux",
     "sd15": "namd.methods.sd15",
+    "ddlcxr": "namd.methods.ddlcxr",
+    "imageflownet_sde": "namd.methods.imageflownet",
 }
 
 #: trained models a method starts from, besides the data: "vae" (its VAE, whose cached latents

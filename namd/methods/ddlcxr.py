@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "latent_channels": 4,  # source embed_dim 4
     "kl_weight": 1e-6,  # source 1e-6
     "lpips_weight": 0.0,  # source 1.0; needs pretrained AlexNet weights and crops of >= 31 px
-    "vae_lr": 1e-3,  # Adam, betas 0.5 / 0.9 (source 4.5e-6 x batch 64 x 4 accumulation)
+    "vae_lr": 1e-3,  # Adam, betas 0.5 / 0.9 (source 4.5e-6 scaled by batch 64 x 4 accumulation x GPUs)
     "vae_weight_decay": 1e-4,  # source 1e-4
     "autoencoder_fraction": 0.4,  # share of all training steps spent on stage 1
     # stage 2: EHR encoder
@@ -88,7 +88,7 @@ DEFAULTS: dict[str, Any] = {
     "hinge_weight": 1.0,  # source triplet_weight
     "hinge_margin": 0.2,  # source margin
     "context_noise": 0.5,  # E' = (1 - c) E + c N(0, I), source 0.5
-    "ldm_lr": 2e-4,  # AdamW (source 6.4e-5 = 2e-6 x batch 32, over 200 epochs)
+    "ldm_lr": 1e-3,  # AdamW (source 6.4e-5 = 2e-6 x batch 32 over 200 epochs; larger for a short CPU run)
     "ema_decay": 0.9999,  # source LitEma 0.9999 with warm-up
     "ddim_steps": 50,  # source 200
     "ddim_eta": 1.0,  # source 1.0
@@ -147,7 +147,9 @@ class DDLCXR(GenerativeMethod):
         p = self.params
         factor = 2 ** (len(p["vae_block_out_channels"]) - 1)
         if spec.image_size % factor:
-            raise ValueError(f"{self.name}: image size {spec.image_size} is not divisible by the autoencoder's {factor}")
+            raise ValueError(
+                f"{self.name}: image size {spec.image_size} is not divisible by the autoencoder's factor {factor}"
+            )
         latent_size = spec.image_size // factor
         self.vae = AutoencoderKL(
             in_channels=spec.channels, out_channels=spec.channels, latent_channels=p["latent_channels"],

@@ -66,10 +66,10 @@ DEFAULTS: dict[str, Any] = {
     "horizon": 5.0,  # integration time for a one-year pair: gap x 5 / largest gap
     "dt": 0.5,  # Euler-Maruyama step (source 0.05; coarser on the CPU default)
     "sigma_init": 0.5,  # initial diffusion coefficient of every scale (source 0.5)
-    "smoothness_weight": 0.1,  # weight of the drift-weight penalty (source README 0.1)
+    "smoothness_weight": 0.1,  # drift-weight penalty (source README 0.1; its plain SDE command uses 0)
     "input_noise": 0.1,  # inputs get U(0, input_noise) x N(0, 1) noise during training (source 0.1)
     "psnr_threshold": 25.0,  # validation reconstruction PSNR that switches on the flow loss (source 25)
-    "flow_start_step": 60,  # ... or this optimisation step, whichever comes first (CPU deviation)
+    "flow_start_step": 30,  # ... or this optimisation step, whichever comes first (CPU deviation)
     "lr": 1e-3,  # AdamW learning rate (source 1e-4 over 120 epochs; larger for a short CPU run)
     "weight_decay": 0.01,  # AdamW weight decay (torch default, as in the source)
     "warmup_fraction": 0.1,  # linear warm-up share of the steps before cosine decay (source 1/10)
