@@ -69,23 +69,32 @@ class GenerativeMethod(TrainableModule):
         raise NotImplementedError
 
     # -- persistence: weights as safetensors beside a json of what built them ------------------
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        out_dir = Path(out_dir)
+    def write_meta(self, out_dir: Path, **extra) -> None:
+        """method.json: which method, its params and data spec (and what else a subclass needs)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, out_dir / "method.safetensors")
-        meta = {"method": self.name, "params": self.params, "spec": asdict(self.spec)}
+        meta = {"method": self.name, "params": self.params, "spec": asdict(self.spec), **extra}
         (out_dir / "method.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
-    def from_pretrained(cls, out_dir: str | Path, context: MethodContext) -> "GenerativeMethod":
-        out_dir = Path(out_dir)
+    def read_meta(cls, out_dir: Path) -> dict:
         meta_path = out_dir / "method.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"{meta_path}: no saved method here (was the training rule run?)")
         meta = json.loads(meta_path.read_text())
         if meta["method"] != cls.name:
             raise ValueError(f"{meta_path}: holds method {meta['method']!r}, not {cls.name!r}")
+        return meta
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        self.write_meta(out_dir)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, out_dir / "method.safetensors")
+
+    @classmethod
+    def from_pretrained(cls, out_dir: str | Path, context: MethodContext) -> "GenerativeMethod":
+        out_dir = Path(out_dir)
+        meta = cls.read_meta(out_dir)
         method = cls(meta["params"], DataSpec(**meta["spec"]), context)
         state = load_file(out_dir / "method.safetensors")
         missing, unexpected = method.load_state_dict(state, strict=False)

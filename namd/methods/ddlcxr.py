@@ -53,6 +53,7 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from torch import nn
 
 from namd.methods import register
+from namd.methods.blocks import merge_params
 from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
 from namd.methods.blocks import sinusoidal_embedding
 from namd.models.unet import build_unet
@@ -140,10 +141,7 @@ class DDLCXR(GenerativeMethod):
     reference = "Yao et al. 2024, DDL-CXR (Chenliu-svg/DDL-CXR, AutoencoderKLLabel + DDL_CXR_LDM)"
 
     def __init__(self, params: dict[str, Any], spec: DataSpec, context: MethodContext):
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{self.name}: unknown params {unknown}; known: {sorted(DEFAULTS)}")
-        super().__init__({**DEFAULTS, **params}, spec, context)
+        super().__init__(merge_params(self.name, DEFAULTS, params), spec, context)
         p = self.params
         factor = 2 ** (len(p["vae_block_out_channels"]) - 1)
         if spec.image_size % factor:

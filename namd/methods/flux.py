@@ -41,8 +41,6 @@ widths (4096 tokens, 768 pooled); the method says so rather than adapting mismat
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -299,22 +297,15 @@ class Flux(GenerativeMethod):
     # -- persistence: transformer/ in diffusers' own format beside method.json ----------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        self.write_meta(out_dir)
         self.transformer.save_pretrained(out_dir / "transformer")
-        meta = {"method": self.name, "params": self.params, "spec": asdict(self.spec)}
-        (out_dir / "method.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
     def from_pretrained(cls, out_dir: str | Path, context: MethodContext) -> "Flux":
         out_dir = Path(out_dir)
-        meta_path = out_dir / "method.json"
-        if not meta_path.is_file() or not (out_dir / "transformer" / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{out_dir}: no saved {cls.name} method (method.json + transformer/); was the training rule run?"
-            )
-        meta = json.loads(meta_path.read_text())
-        if meta["method"] != cls.name:
-            raise ValueError(f"{meta_path}: holds method {meta['method']!r}, not {cls.name!r}")
+        meta = cls.read_meta(out_dir)
+        if not (out_dir / "transformer" / "config.json").is_file():
+            raise FileNotFoundError(f"{out_dir}: no transformer/ beside method.json; was the training rule run?")
         transformer = FluxTransformer2DModel.from_pretrained(out_dir / "transformer", torch_dtype=torch.float32)
         method = cls(meta["params"], DataSpec(**meta["spec"]), context, transformer=transformer)
         return method.to(context.device)

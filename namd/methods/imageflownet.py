@@ -53,6 +53,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from namd.methods import register
+from namd.methods.blocks import merge_params
 from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
 from namd.sampling import sample_generators
 
@@ -208,10 +209,7 @@ class ImageFlowNetSDE(GenerativeMethod):
     reference = "Liu et al. 2025, ImageFlowNet (KrishnaswamyLab/ImageFlowNet, ImageFlowNetSDE, train_2pt_all.py)"
 
     def __init__(self, params: dict[str, Any], spec: DataSpec, context: MethodContext):
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{self.name}: unknown params {unknown}; known: {sorted(DEFAULTS)}")
-        super().__init__({**DEFAULTS, **params}, spec, context)
+        super().__init__(merge_params(self.name, DEFAULTS, params), spec, context)
         p = self.params
         bottleneck = spec.image_size // 2 ** (len(p["channel_mult"]) - 1)
         if bottleneck < 2 or spec.image_size % 2 ** (len(p["channel_mult"]) - 1):

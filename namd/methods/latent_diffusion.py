@@ -11,9 +11,7 @@ Saved with the ecosystem's own formats: `unet/` and `scheduler/` load with plain
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -102,23 +100,15 @@ class LatentDiffusionMethod(GenerativeMethod):
     # -- persistence ------------------------------------------------------------------------------
     def save_pretrained(self, out_dir) -> None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        self.write_meta(out_dir, upstream=self.context.upstream)
         self.unet.save_pretrained(out_dir / "unet")
         self.noise_scheduler.save_pretrained(out_dir / "scheduler")
         self.save_text_encoder(out_dir)
-        meta = {"method": self.name, "params": self.params, "spec": asdict(self.spec),
-                "upstream": self.context.upstream}
-        (out_dir / "method.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
     def from_pretrained(cls, out_dir, context: MethodContext) -> "LatentDiffusionMethod":
         out_dir = Path(out_dir)
-        meta_path = out_dir / "method.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path}: no saved method here (was the training rule run?)")
-        meta = json.loads(meta_path.read_text())
-        if meta["method"] != cls.name:
-            raise ValueError(f"{meta_path}: holds method {meta['method']!r}, not {cls.name!r}")
+        meta = cls.read_meta(out_dir)
         upstream = {**meta.get("upstream", {}), **context.upstream}
         context = MethodContext(device=context.device, upstream=upstream, seed=context.seed)
         unet = load_unet(out_dir / "unet", in_channels=2 * meta["params"]["latent_channels"])
