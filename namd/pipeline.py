@@ -261,7 +261,10 @@ class NAMDPipeline(DiffusionPipeline):
         context = self.text_encoder(reports)
         calls = math.ceil(n * num_samples / batch_size) * num_inference_steps
         with tqdm(total=calls, desc="NAMD sampling", unit="step", disable=not progress) as bar:
-            hook = self.unet.register_forward_hook(lambda *_: bar.update())
+            def count_step(*_) -> None:  # a forward hook returning a value would replace the U-Net's output
+                bar.update()
+
+            hook = self.unet.register_forward_hook(count_step)
             try:
                 latents = ddim_sample(
                     self.unet, self.scheduler.config, condition, context, [str(b) for b in range(n)],
