@@ -194,4 +194,13 @@ def probability_matrix(probs_csv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def write_json(obj, path) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+    """Strict JSON: a score that could not be computed (NaN) is written as null."""
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (float, np.floating)):
+            return None if np.isnan(value) else float(value)
+        return value
+
+    Path(path).write_text(json.dumps(clean(obj), indent=2, sort_keys=True, allow_nan=False))
