@@ -4,7 +4,6 @@ each rule's script really imports (through the namd modules it reaches)."""
 import ast
 import importlib.metadata as md
 import json
-import re
 import subprocess
 import sys
 import tomllib

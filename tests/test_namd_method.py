@@ -8,7 +8,6 @@ import torch
 from namd.methods import get_method, upstream_of
 from namd.methods.base import DataSpec, MethodContext
 from namd.methods.latent_diffusion import warmup_cosine
-from namd.models.text_encoder import SoftPromptContextEncoder
 from namd.models.unet import build_unet
 from namd.models.vae import NoduleAlignedVAE, build_vae
 

@@ -21,7 +21,7 @@ from namd.evaluation.classifier import MalignancyClassifier, build_classifier, r
 from namd.evaluation.image_metrics import image_quality
 from namd.evaluation.metrics import check_complete, diagnosis_metrics
 from namd.evaluation.significance import compare_rows
-from namd.evaluation.table import RowResult, build_table1, row_result, to_csv, to_latex
+from namd.evaluation.table import build_table1, row_result, to_csv, to_latex
 from namd.generate import load_generated
 from namd.training import TrainSettings, file_fingerprint, fit, write_history, write_model_card
 
