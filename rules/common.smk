@@ -1,7 +1,12 @@
 # Paths and helpers shared by every rule file.
 import subprocess
+import sys
 
 from snakemake.exceptions import WorkflowError
+
+# the namd package beside this workflow, whether or not it is installed where snakemake runs
+sys.path.insert(0, workflow.basedir)
+from namd.methods import LDM_FAMILY, upstream_of
 
 RESULTS = "results"
 LOGS = "logs"
@@ -52,8 +57,6 @@ def vae_params(variant):
 wildcard_constraints:
     vae="|".join(config["vae"]["variants"]),
 
-
-from namd.methods import LDM_FAMILY, upstream_of
 
 METHODS = list(config["methods"])
 
