@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from namd.io import atomic_output
 from namd.methods.base import GenerativeMethod
 
 
@@ -52,11 +53,8 @@ def generate_followups(
 
 
 def save_generated(arrays: dict[str, np.ndarray], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_output(path) as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def load_generated(path: str | Path, *, expected_pair_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:

@@ -27,6 +27,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from namd.io import atomic_output
+
 LOG = logging.getLogger(__name__)
 
 
@@ -130,9 +132,8 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_output(path) as handle:
+        torch.save(obj, handle)
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

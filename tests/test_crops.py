@@ -6,10 +6,10 @@ import pytest
 
 import namd.data.crops as crops_module
 from namd.data.contact_sheet import plot_contact_sheet
+from namd.io import atomic_output
 from namd.data.crops import (
     NoduleAtBorderError,
     NoduleOutOfVolumeError,
-    atomic_output,
     build_crops,
     crop_nodule,
     load_crops,

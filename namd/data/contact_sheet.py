@@ -13,7 +13,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from namd.data.crops import DEFAULT_WINDOW, atomic_output, load_crops
+from namd.data.crops import DEFAULT_WINDOW, load_crops
+from namd.io import atomic_output
 
 LABEL_NAMES = {0: "Benign", 1: "Malignant"}
 ROW_NAMES = ("Baseline", "Follow-up")

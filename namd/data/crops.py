@@ -6,18 +6,15 @@ cropped, nodule-centered 2D image slice"); ``crops.npz`` follows data contract s
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from namd.data.dicom_read import CTVolume, DicomSeriesError, read_ct_series
+from namd.io import atomic_output
 
 AIR_HU = -1000.0
 DEFAULT_WINDOW = (-1000.0, 400.0)
@@ -226,24 +223,6 @@ def _check_crop_arrays(arrays, where: str) -> None:
         raise ValueError(f"{where}: border_padded must be bool ({n},), got {padded.dtype} {padded.shape}")
     if arrays["pair_id"].dtype.kind != "U":
         raise ValueError(f"{where}: pair_id must be a string array, got {arrays['pair_id'].dtype}")
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary handle whose content appears at ``path`` only when the block completes.
-
-    The temporary name sits beside ``path`` (same file system, so the rename is atomic) and is
-    created with ``open``, so the result gets the user's umask rather than mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            yield handle
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_crops(arrays: dict[str, np.ndarray], path: str | Path) -> None:

@@ -14,7 +14,6 @@ Figure 5's curve for the same pair.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,8 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 
+from namd.io import atomic_output
+
 LABEL_NAMES = {0: "benign (L = 0)", 1: "malignant (L = 1)"}
 LABEL_COLOURS = {0: "#4C72B0", 1: "#C44E52"}
 CATEGORIES = ("confidently correct", "unsure", "confidently incorrect")
@@ -45,14 +46,8 @@ KNN_NEIGHBOURS, KNN_FOLDS = 5, 5
 def save_figure(fig: Figure, out_png: str | Path, out_pdf: str | Path, dpi: int = 200) -> None:
     """Write both files atomically (a killed job leaves no half-written figure); reproducible PDF bytes."""
     for path, fmt, metadata in ((out_png, "png", None), (out_pdf, "pdf", {"CreationDate": None})):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_output(path) as handle:
+            fig.savefig(handle, format=fmt, dpi=dpi, metadata=metadata)
 
 
 # -- input checks --------------------------------------------------------------------------------

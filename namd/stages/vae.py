@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from namd.data.dataset import Cohort, ImageDataset
+from namd.io import atomic_output
 from namd.models.augment import random_rotation
 from namd.models.vae import NoduleAlignedVAE, build_vae, encode_latents, fit_latent_scale, load_lpips
 from namd.training import TrainableModule, TrainSettings, file_fingerprint, fit, write_history, write_model_card
@@ -96,7 +97,5 @@ def cache_latents(vae_dir, pairs_csv, crops_npz, out_npz, *, device: str = "cpu"
         "baseline": encode_latents(vae, cohort.baseline.to(device)).cpu().numpy(),
         "followup": encode_latents(vae, cohort.followup.to(device)).cpu().numpy(),
     }
-    out_npz = Path(out_npz)
-    tmp = out_npz.with_name(out_npz.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out_npz)
+    with atomic_output(out_npz) as handle:
+        np.savez(handle, **arrays)
