@@ -38,8 +38,8 @@ def _followup_view(pairs: pd.DataFrame) -> pd.DataFrame:
     """The record as it describes the follow-up image: follow-up diameters where measured."""
     view = pairs.copy()
     for column in ("SCT_LONG_DIA", "SCT_PERP_DIA"):
-        follow = pd.to_numeric(pairs.get(f"{column}_follow"), errors="coerce")
-        if follow is not None:
+        if f"{column}_follow" in pairs:
+            follow = pd.to_numeric(pairs[f"{column}_follow"], errors="coerce")
             view[column] = follow.where(follow > 0, pd.to_numeric(pairs[column]))
     return view
 
