@@ -1,0 +1,40 @@
+"""The benchmark scripts run and check what they claim (their timings are not asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_sampling_benchmark_compares_batched_and_one_by_one_images():
+    out = run("benchmarks/sampling.py", "--pairs", "2", "--seeds", "3", "--steps", "2")
+    assert "images identical within float rounding" in out
+    assert "speed-up:" in out
+
+
+def test_sampling_benchmark_fails_when_images_differ():
+    done = subprocess.run([sys.executable, "benchmarks/sampling.py", "--pairs", "2", "--seeds", "2", "--steps", "2",
+                           "--atol", "-1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "differ by" in done.stderr
+
+
+def test_training_benchmark_prints_a_row_per_model_and_batch():
+    out = run("benchmarks/training.py", "--crops", "32", "--batches", "2", "--repeats", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| VAE") or line.startswith("| U-Net")]
+    assert len(rows) == 2
+
+
+def test_rule_times_reads_snakemake_benchmark_files(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    (tmp_path / "train_vae_aligned.tsv").write_text(header + "12.5\t0:00:12\t900.0\t1\t1\t1\t0\t0\t90\t11.0\n")
+    (tmp_path / "crop_nodules.tsv").write_text(header + "3.0\t0:00:03\t300.0\t1\t1\t1\t0\t0\t90\t2.5\n")
+    out = run("benchmarks/rule_times.py", str(tmp_path))
+    assert out.index("train_vae_aligned") < out.index("crop_nodules")
+    assert "heaviest job train_vae_aligned at 900 MB RSS" in out
