@@ -20,6 +20,7 @@ include: "rules/vae.smk"
 include: "rules/ldm.smk"
 include: "rules/methods.smk"
 include: "rules/evaluate.smk"
+include: "rules/predict.smk"
 
 
 onstart:
@@ -30,4 +31,5 @@ rule all:
     input:
         DATA_TARGETS,
         EVALUATION_TARGETS,
+        PREDICT_TARGETS,
     default_target: True
