@@ -113,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--out", required=True, metavar="OUT", type=Path, help="folder to create for the outputs")
     output.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     predict.set_defaults(run=predict_command)
+
+    example = commands.add_parser(
+        "example",
+        help="write the record.json of a workflow pair and print the predict command for its baseline",
+        description="Turn one pair of the workflow's cohort (results/data/pairs.csv and crops.csv) into the "
+                    "inputs of 'namd predict': OUT/record.json (the 13 Table 2 features of the baseline) and the "
+                    "command line with its baseline series and nodule centre. Also prints the pair's label.",
+    )
+    example.add_argument("pair_id", help="a pair_id of results/data/pairs.csv, e.g. 100002_N1_T0T1")
+    example.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                         help="the workflow's results folder (default %(default)s)")
+    example.add_argument("--model", type=Path, default=Path("results/models/namd_pipeline"), metavar="MODEL_DIR",
+                         help="model folder to name in the printed command (default %(default)s)")
+    example.add_argument("--out", required=True, type=Path, metavar="OUT", help="folder for record.json")
+    example.set_defaults(run=example_command)
     return parser
 
 
@@ -127,6 +142,35 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, DeviceUnavailableError) as err:
         print(f"namd {args.command}: error: {err}", file=sys.stderr)
         return 1
+
+
+# -- example --------------------------------------------------------------------------------------
+def example_command(args) -> int:
+    import pandas as pd
+
+    from namd.data.nlst import EHR_FEATURES
+
+    pairs_csv, crops_csv = args.results / "data" / "pairs.csv", args.results / "data" / "crops.csv"
+    for path in (pairs_csv, crops_csv):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; run the workflow first (or pass --results)")
+    pairs = pd.read_csv(pairs_csv, dtype=str, keep_default_na=False).set_index("pair_id")
+    crops = pd.read_csv(crops_csv, dtype=str, keep_default_na=False).set_index("pair_id")
+    if args.pair_id not in pairs.index or args.pair_id not in crops.index:
+        raise ValueError(f"{pairs_csv}: no pair {args.pair_id!r} (e.g. {', '.join(pairs.index[:3])})")
+    pair, crop = pairs.loc[args.pair_id], crops.loc[args.pair_id]
+    record = {name: pair[name] for name in EHR_FEATURES}
+    for name in ("SCT_LONG_DIA", "SCT_PERP_DIA", "age"):
+        record[name] = float(record[name])
+    args.out.mkdir(parents=True, exist_ok=True)
+    record_path = args.out / "record.json"
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    series = Path(crop["slice_file_base"]).parent
+    label = "malignant" if pair["label"] == "1" else "benign"
+    print(f"# {args.pair_id}: {pair['split']} split, {label} (label_basis: {pair.get('label_basis', '?')})")
+    print(f"namd predict --dicom {series} --nodule {pair['row_base']},{pair['col_base']},{pair['slice_base']} "
+          f"--record {record_path} --model {args.model} --out predictions/{args.pair_id}")
+    return 0
 
 
 # -- predict --------------------------------------------------------------------------------------
@@ -343,3 +387,7 @@ def _summary_figure(path: Path, baseline, prediction, variance_hu2, summary: dic
             "not for clinical decisions.")
     bottom.text(0.02, 0.95, text, va="top", ha="left", fontsize=9)
     fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

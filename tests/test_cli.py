@@ -167,3 +167,34 @@ def test_malformed_nodule_is_an_argument_error(workspace, tmp_path, capsys):
               str(tmp_path / "o")])
     assert done.value.code == 2
     assert "--nodule: expected ROW,COL,SLICE" in capsys.readouterr().err
+
+
+def _pair_tables(results):
+    data = results / "data"
+    data.mkdir(parents=True)
+    record = {"SCT_PRE_ATT": "Soft", "SCT_EPI_LOC": "Left Lower Lobe", "SCT_LONG_DIA": "18.0", "SCT_PERP_DIA": "12.0",
+              "SCT_MARGINS": "Spiculated", "age": "66", "diagemph": "No", "gender": "Male", "famfather": "Yes",
+              "fammother": "No", "fambrother": "No", "famsister": "No", "famchild": "No"}
+    header = ["pair_id", "split", "label", "label_basis", "row_base", "col_base", "slice_base", *record]
+    row = ["P1_N1_T0T1", "test", "1", "lung cancer in this lobe", "40", "51", "6", *record.values()]
+    (data / "pairs.csv").write_text(",".join(header) + "\n" + ",".join(row) + "\n")
+    (data / "crops.csv").write_text("pair_id,slice_file_base\nP1_N1_T0T1,resources/dicom/P1/T0/S1/0006.dcm\n")
+
+
+def test_example_writes_a_valid_record_and_the_predict_command(tmp_path, capsys):
+    from namd.pipeline import patient_record
+
+    _pair_tables(tmp_path / "results")
+    assert main(["example", "P1_N1_T0T1", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "ex")]) == 0
+    printed = capsys.readouterr().out
+    assert "malignant" in printed
+    assert "--dicom resources/dicom/P1/T0/S1 --nodule 40,51,6" in printed
+    record = json.loads((tmp_path / "ex" / "record.json").read_text())
+    assert patient_record(record)["SCT_LONG_DIA"] == 18.0
+
+
+def test_example_names_an_unknown_pair(tmp_path, capsys):
+    _pair_tables(tmp_path / "results")
+    assert main(["example", "nope", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "ex")]) == 1
+    assert "no pair 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "ex").exists()
