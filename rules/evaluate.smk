@@ -200,9 +200,34 @@ rule figure5:
         "../scripts/figure5.py"
 
 
+rule figure_samples:
+    """A gallery: real baseline and follow-up beside every method's first sample, for a few test pairs."""
+    input:
+        generated=expand(rules.generate_followups.output[0], method=METHODS),
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+    output:
+        png=report(f"{RESULTS}/figures/samples.png", category="Figures", caption="../report/samples.rst"),
+        pdf=f"{RESULTS}/figures/samples.pdf",
+    params:
+        methods=METHODS,
+        seed=config["seed"],
+    log:
+        f"{LOGS}/evaluate/figure_samples.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/figure_samples.py"
+
+
 EVALUATION_TARGETS = [
     rules.table1.output.tex,
     rules.figure2.output.png,
     rules.figure3.output.png,
     rules.figure5.output.png,
+    rules.figure_samples.output.png,
 ]

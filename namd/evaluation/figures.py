@@ -398,3 +398,52 @@ def figure5_running_variance(
                      f"({len(chosen)} randomly drawn pairs, one line each)", fontsize=13)
         save_figure(fig, out_png, out_pdf)
     return table
+
+
+# -- Sample gallery ------------------------------------------------------------------------------
+def pick_gallery_pairs(labels, pair_ids, n_per_label: int, seed: int) -> list[int]:
+    """Indices of up to n_per_label malignant then n_per_label benign pairs, drawn reproducibly."""
+    labels, rng = np.asarray(labels).astype(int), np.random.default_rng(seed)
+    chosen = []
+    for label in (1, 0):
+        candidates = np.flatnonzero(labels == label)
+        chosen += sorted(rng.choice(candidates, size=min(n_per_label, len(candidates)), replace=False).tolist(),
+                         key=lambda i: pair_ids[i])
+    return chosen
+
+
+def sample_gallery(
+    real_baseline, real_followup, labels, pair_ids: Sequence[str], generated: dict[str, np.ndarray],
+    out_png: str | Path, out_pdf: str | Path, *, n_per_label: int = 3, seed: int = 0,
+) -> list[str]:
+    """Baseline, real follow-up and every method's first sample for a few test pairs of each label.
+
+    generated maps a row title to (N, K, 1, S, S) images aligned with pair_ids; all panels share the
+    [-1, 1] grey scale of the crops. Returns the pair ids shown, top to bottom.
+    """
+    n = len(pair_ids)
+    real_baseline = _images(real_baseline, (n, *np.shape(real_baseline)[1:]), "real_baseline")
+    real_followup = _images(real_followup, real_baseline.shape, "real_followup")
+    for title, images in generated.items():
+        if np.shape(images)[0] != n or np.shape(images)[2:] != real_baseline.shape[1:]:
+            raise ValueError(f"sample_gallery: {title} images have shape {np.shape(images)}, "
+                             f"expected ({n}, K, {', '.join(map(str, real_baseline.shape[1:]))})")
+    rows = pick_gallery_pairs(labels, list(pair_ids), n_per_label, seed)
+    columns = [("Baseline", real_baseline[:, 0]), ("Real follow-up", real_followup[:, 0])]
+    columns += [(title, np.asarray(images)[:, 0, 0]) for title, images in generated.items()]
+    fig = Figure(figsize=(1.25 * len(columns) + 1.6, 1.3 * len(rows) + 0.8), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), len(columns)))
+    for r, i in enumerate(rows):
+        for c, (title, images) in enumerate(columns):
+            ax = axes[r, c]
+            ax.imshow(images[i], cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title.replace(" (", "\n("), fontsize=8)
+        axes[r, 0].set_ylabel(f"{pair_ids[i]}\n{LABEL_NAMES[int(np.asarray(labels)[i])].split(' ')[0]}", fontsize=7,
+                              color=LABEL_COLOURS[int(np.asarray(labels)[i])], rotation=0, ha="right", va="center")
+    fig.suptitle("Test pairs: real baseline and follow-up beside each method's first generated follow-up "
+                 "(seed 0; lung window)", fontsize=10)
+    save_figure(fig, out_png, out_pdf, dpi=150)
+    return [str(pair_ids[i]) for i in rows]
