@@ -151,6 +151,8 @@ def test_tables_have_nlst_columns_and_codes(tiny_cohort):
     assert set(nodules["sct_epi_loc"]) <= {"1", "2", "3", "4", "5", "6", ".M"}
     both = nodules[(nodules["sct_long_dia"] != ".S") & (nodules["sct_perp_dia"] != ".S")]
     assert (both["sct_perp_dia"].astype(int) <= both["sct_long_dia"].astype(int)).all()
+    recorded = nodules.loc[nodules["sct_long_dia"] != ".S", "sct_long_dia"].astype(int)
+    assert (recorded >= 4).all(), "code 51 is an opacity of at least 4 mm"
     assert {"9", ".S", "999"} & set(nodules.values.ravel())
 
     keys = ["pid", "study_yr", "sct_ab_num"]

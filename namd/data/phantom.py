@@ -884,7 +884,8 @@ def _abnormality_rows(rng, participant: Participant, located: dict, missing_frac
                 continue
             state = item.screens[screen]
             loc = located[(item.nodule_id, screen)]
-            reported_long = _measured_mm(rng, state.long_dia_mm)
+            # code 51 is an opacity of at least 4 mm: a reader who codes it never records less
+            reported_long = max(4, _measured_mm(rng, state.long_dia_mm))
             reported_perp = min(reported_long, _measured_mm(rng, state.perp_dia_mm))
             new_here = screen == item.first_screen and screen > 0
             sctabn.append(
