@@ -3,6 +3,7 @@ import re
 
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
 from namd.models.unet import build_unet, denoising_loss, load_unet, noise_scheduler, widen_conv_in
 from namd.runtime import generator_for
@@ -105,3 +106,30 @@ def test_denoising_loss_is_epsilon_mse_and_condition_follows_the_noisy_latent():
         denoising_loss(widened, scheduler, target, context)
     with pytest.raises(ValueError, match="cross_attention_dim 12"):
         denoising_loss(unet, scheduler, target, torch.randn(4, 2, 7))
+
+
+def test_v_prediction_loss_targets_the_velocity_and_ddim_turns_it_back_into_the_clean_latent():
+    scheduler = noise_scheduler(prediction_type="v_prediction")
+    unet = tiny_unet()
+    with torch.no_grad():  # a zero prediction: the loss is the mean square of the target itself
+        unet.conv_out.weight.zero_()
+        unet.conv_out.bias.zero_()
+    target, context = torch.randn(6, 4, 8, 8), torch.randn(6, 2, 12)
+    loss = denoising_loss(unet, scheduler, target, context, generator=generator_for(3))
+    g = generator_for(3)
+    t = torch.randint(0, 1000, (6,), generator=g)
+    noise = torch.randn(target.shape, generator=g)
+    ab = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    velocity = ab.sqrt() * noise - (1 - ab).sqrt() * target  # Salimans & Ho (2022), written out
+    torch.testing.assert_close(loss, velocity.pow(2).mean(), atol=1e-6, rtol=1e-5)
+    # DDIM from this config reads the prediction as v: a perfect v gives back z0 in one step
+    ddim = DDIMScheduler.from_config(scheduler.config)
+    ddim.set_timesteps(1)
+    step = ddim.timesteps[0]
+    ab_t = scheduler.alphas_cumprod[step]
+    noisy = ab_t.sqrt() * target + (1 - ab_t).sqrt() * noise
+    v = ab_t.sqrt() * noise - (1 - ab_t).sqrt() * target
+    out = ddim.step(v, step, noisy, eta=0.0).pred_original_sample
+    torch.testing.assert_close(out, target, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        noise_scheduler(prediction_type="sample")
