@@ -72,6 +72,21 @@ def test_tiny_workflow_runs_for_real(tmp_path):
         assert generated["images"].shape == (test_pairs, k, 1, 32, 32)
     assert (tmp_path / "results/models/namd/unet/config.json").exists()
     assert (tmp_path / "results/models/vae_aligned/model_card.md").exists()
+    assert (tmp_path / "results/figures/samples.png").stat().st_size > 10_000
+
+    # the README's worked example: a test pair of the run through `namd example` and `namd predict`
+    pair_id = pairs.loc[pairs["split"] == "test", "pair_id"].iloc[0]
+    cli = [sys.executable, "-m", "namd.cli"]
+    shown = subprocess.run([*cli, "example", pair_id, "--out", "example"], cwd=tmp_path, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    command = shown.stdout.splitlines()[-1].split()[2:]  # drop "namd predict"
+    for _ in range(2):
+        predicted = subprocess.run([*cli, "predict", *command, "--samples", "2", "--steps", "3", "--no-progress",
+                                    "--overwrite"], cwd=tmp_path, capture_output=True, text=True)
+        assert predicted.returncode == 0, predicted.stderr
+        out = tmp_path / "predictions" / pair_id
+        result = yaml.safe_load((out / "prediction.json").read_text())
+        assert 0 <= result["probability_mean"] <= 1 and (out / "summary.png").exists()
 
 
 def test_paper_config_is_valid_and_plans_the_whole_paper(tmp_path):
