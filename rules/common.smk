@@ -41,6 +41,10 @@ def state_dir(name):
     return f"{STATE}/{name}"
 
 
+#: the VAE -> latents -> unconditional-stage chain gates NAMD, the longest path of the DAG:
+#: started first, it runs while the baselines and the classifier fill the other cores
+CRITICAL_PATH_PRIORITY = 10
+
 TRAIN_RESOURCES = dict(
     mem_mb=config["compute"]["train_mem_mb"],
     runtime=config["compute"]["train_runtime_min"],

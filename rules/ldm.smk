@@ -18,6 +18,7 @@ rule train_ldm_unconditional:
         f"{LOGS}/ldm/train_ldm_unconditional_{{vae}}.log",
     benchmark:
         f"{BENCH}/train_ldm_unconditional_{{vae}}.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     threads: config["compute"]["train_threads"]
     resources:
         **TRAIN_RESOURCES,

@@ -17,6 +17,7 @@ rule train_vae:
         f"{LOGS}/vae/train_vae_{{vae}}.log",
     benchmark:
         f"{BENCH}/train_vae_{{vae}}.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     threads: config["compute"]["train_threads"]
     resources:
         **TRAIN_RESOURCES,
@@ -38,6 +39,7 @@ rule cache_latents:
         device=config["device"],
     log:
         f"{LOGS}/vae/cache_latents_{{vae}}.log",
+    priority: CRITICAL_PATH_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,
