@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--samples", type=_positive, default=20, metavar="K",
                           help="follow-ups to sample (paper: 20; default %(default)s)")
     sampling.add_argument("--seed", type=int, default=0, help="the same seed gives the same outputs (default %(default)s)")
-    sampling.add_argument("--steps", type=_positive, default=50, metavar="N", help="DDIM steps (paper: 50; default %(default)s)")
+    sampling.add_argument("--steps", type=_positive, metavar="N",
+                          help="DDIM steps (paper: 50; default: the steps the model was evaluated with, "
+                               "model_index.json ddim_steps)")
     sampling.add_argument("--device", default="auto", help="auto (a CUDA GPU when present), cpu or cuda[:N] "
                                                            "(default %(default)s)")
     sampling.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -242,8 +244,9 @@ def predict_command(args) -> int:
         print(f"namd predict: warning: the {pipeline.crop_size}-pixel crop leaves the image; padded with air "
               "(-1000 HU) as in training", file=sys.stderr)
     baseline = window_to_unit(hu, pipeline.hu_window)[None]
+    steps = args.steps or int(pipeline.config.get("ddim_steps", 50))
     prediction = pipeline(baseline, report, num_samples=args.samples, seed=args.seed,
-                          num_inference_steps=args.steps, progress=args.progress)
+                          num_inference_steps=steps, progress=args.progress)
     summary = {
         "namd_version": __version__,
         "model": str(args.model.resolve()),
@@ -257,7 +260,7 @@ def predict_command(args) -> int:
         "report": report,
         "seed": args.seed,
         "num_samples": args.samples,
-        "num_inference_steps": args.steps,
+        "num_inference_steps": steps,
         "probability_mean": float(prediction.probability_mean[0]),
         "probability_std": float(prediction.probability_std[0]),
         "sample_probabilities": [float(p) for p in prediction.probabilities[0]],

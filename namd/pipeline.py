@@ -90,6 +90,7 @@ class NAMDPipeline(DiffusionPipeline):
         text_encoder: SoftPromptContextEncoder | None = None,
         classifier: MalignancyClassifier | None = None,
         hu_window: list[float] | tuple[float, float] = DEFAULT_WINDOW,
+        ddim_steps: int = 50,
     ):
         # Optional only in form: diffusers treats arguments with defaults as pass-through, not components.
         if text_encoder is None or classifier is None:
@@ -112,7 +113,9 @@ class NAMDPipeline(DiffusionPipeline):
             if found != expected:
                 raise ValueError(f"NAMDPipeline: {what} is {found} but {whose} is {expected}")
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
-        self.register_to_config(hu_window=[low, high], _namd_version=__version__,
+        if int(ddim_steps) < 1:
+            raise ValueError(f"NAMDPipeline: ddim_steps must be at least 1, got {ddim_steps}")
+        self.register_to_config(hu_window=[low, high], ddim_steps=int(ddim_steps), _namd_version=__version__,
                                 _namd_format_version=PIPELINE_FORMAT_VERSION)
         self.text_encoder = text_encoder.eval()
         self.classifier = classifier.eval()
@@ -212,7 +215,7 @@ class NAMDPipeline(DiffusionPipeline):
         scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
         classifier = MalignancyClassifier.from_pretrained(classifier_dir)
         return cls(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, classifier=classifier,
-                   hu_window=hu_window)
+                   hu_window=hu_window, ddim_steps=int(meta["params"].get("ddim_steps", 50)))
 
     # -- prediction ---------------------------------------------------------------------------------
     def _baseline_batch(self, baseline_crop) -> torch.Tensor:
@@ -236,7 +239,7 @@ class NAMDPipeline(DiffusionPipeline):
         *,
         num_samples: int = 20,
         seed: int = 0,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         eta: float = 0.0,
         batch_size: int = 64,
         progress: bool = True,
@@ -253,6 +256,8 @@ class NAMDPipeline(DiffusionPipeline):
         if len(reports) != images.shape[0] or not all(isinstance(r, str) and r.strip() for r in reports):
             raise ValueError(f"report must be one non-empty string per baseline crop ({images.shape[0]}), "
                              f"got {len(reports)} report(s)")
+        if num_inference_steps is None:  # the steps the model was evaluated with (model_index.json ddim_steps)
+            num_inference_steps = int(self.config.get("ddim_steps", 50))
         if min(num_samples, num_inference_steps, batch_size) < 1:
             raise ValueError(f"num_samples ({num_samples}), num_inference_steps ({num_inference_steps}) and "
                              f"batch_size ({batch_size}) must be at least 1")

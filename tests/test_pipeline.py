@@ -30,7 +30,7 @@ def tiny_pipeline(image_size=16, hu_window=(-1000.0, 400.0)):
     classifier = MalignancyClassifier(build_classifier(image_size=image_size, patch_size=4, embed_dim=32, depth=1,
                                                        num_heads=2))
     return NAMDPipeline(vae=vae, unet=unet, scheduler=noise_scheduler(), text_encoder=text, classifier=classifier,
-                        hu_window=hu_window)
+                        hu_window=hu_window, ddim_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,7 @@ def test_save_load_round_trip_gives_identical_samples(saved):
                                                   "classifier"}
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_namd_version"] == __version__ and index["hu_window"] == [-1200.0, 600.0]
+    assert index["ddim_steps"] == 2
     loaded = NAMDPipeline.from_pretrained(folder)
     assert loaded.hu_window == (-1200.0, 600.0) and loaded.crop_size == 16
     first, again = run(pipeline, crop(), seed=7), run(loaded, crop(), seed=7)
@@ -82,6 +83,11 @@ def test_a_batch_seeds_each_baseline_by_its_index(saved):
     # baseline 1 alone is baseline 0 of its call: other noise than at index 1 of the batch
     alone = run(pipeline, images[1:], reports[1], seed=3)
     assert not np.allclose(batch.samples[1], alone.samples[0])
+
+
+def test_default_steps_are_the_ones_the_model_was_evaluated_with(saved, capsys):
+    saved[0](crop(), REPORT, num_samples=3, batch_size=2)  # ddim_steps 2 from model_index.json
+    assert "4/4" in capsys.readouterr().err
 
 
 def test_progress_counts_denoising_steps(saved, capsys):
