@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,3 +40,12 @@ def test_rule_times_reads_snakemake_benchmark_files(tmp_path):
     out = run("benchmarks/rule_times.py", str(tmp_path))
     assert out.index("train_vae_aligned") < out.index("crop_nodules")
     assert "heaviest job train_vae_aligned at 900 MB RSS" in out
+
+
+@pytest.mark.slow
+def test_workflow_benchmark_runs_the_workflow_in_a_scratch_copy(tmp_path):
+    """The tiny overlay through benchmarks/workflow.py (3-4 min; the CI suite runs the same DAG in test_workflow)."""
+    out = run("benchmarks/workflow.py", "--cores", "2", "--keep", str(tmp_path / "run"), "--",
+              "--configfile", "configs/tiny.yaml")
+    assert "whole workflow:" in out and "| train_vae_aligned" in out
+    assert (tmp_path / "run" / "results" / "table1.tex").exists()
