@@ -7,6 +7,13 @@ from snakemake.exceptions import WorkflowError
 # the namd package beside this workflow, whether or not it is installed where snakemake runs
 sys.path.insert(0, workflow.basedir)
 from namd.methods import LDM_FAMILY, upstream_of
+from namd.sources import check_config_sources
+
+# the schema cannot see files: an LLM or weight path that does not exist stops the run here, named
+try:
+    check_config_sources(config)
+except FileNotFoundError as err:
+    raise WorkflowError(str(err)) from None
 
 RESULTS = "results"
 LOGS = "logs"

@@ -52,6 +52,22 @@ def test_config_typo_stops_the_workflow_naming_the_key(tmp_path):
     assert "windw" in out.stdout + out.stderr
 
 
+def test_a_missing_llm_or_weight_path_stops_the_plan_naming_the_key(tmp_path):
+    path = tiny_config(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    for key, value in (("llm", str(tmp_path / "no-such-llm")), ("unet", {"pretrained": "./no-such-unet"})):
+        broken = yaml.safe_load(yaml.safe_dump(config))
+        if key == "llm":
+            broken["ldm"]["llm"] = value
+        else:
+            broken["ldm"]["unet"].update(value)
+        path.write_text(yaml.safe_dump(broken))
+        out = run_snakemake(tmp_path, "-n", "--cores", "1")
+        assert out.returncode != 0
+        named = "ldm.llm" if key == "llm" else "ldm.unet.pretrained"
+        assert f"config key '{named}'" in out.stdout + out.stderr
+
+
 def test_tiny_workflow_runs_for_real(tmp_path):
     """Every stage of the default DAG on a tiny cohort with tiny models: the CI end-to-end run."""
     tiny_config(tmp_path)

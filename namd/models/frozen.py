@@ -8,8 +8,8 @@ from typing import Sequence
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from namd.models.text_encoder import resolve_llm_source
 from namd.models.vae import NoduleAlignedVAE
+from namd.sources import resolve_llm_source
 
 
 def llm_context_dim(llm: str) -> int:

