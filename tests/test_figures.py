@@ -8,6 +8,7 @@ from namd.evaluation.figures import (
     figure5_running_variance,
     prediction_table,
     running_variance,
+    sample_gallery,
     save_figure,
 )
 
@@ -130,3 +131,20 @@ def test_figure5_running_variance_ends_at_the_variance_of_all_samples(tmp_path):
     assert running_variance(probs).shape == (80, 11)
     with pytest.raises(ValueError, match=r"K >= 2"):
         figure5_running_variance(probs[:, :1], ids, png, pdf)
+
+
+def test_sample_gallery_shows_three_of_each_label_and_refuses_misaligned_samples(tmp_path):
+    rng = np.random.default_rng(0)
+    n, k = 10, 2
+    labels = np.array([1, 0] * 5)
+    ids = [f"P{i}" for i in range(n)]
+    real = rng.uniform(-1, 1, (n, 1, 8, 8))
+    shown = sample_gallery(real, real, labels, ids, {"NAMD (Ours)": rng.uniform(-1, 1, (n, k, 1, 8, 8))},
+                           tmp_path / "g.png", tmp_path / "g.pdf", seed=1)
+    assert len(shown) == 6 and [labels[ids.index(p)] for p in shown] == [1, 1, 1, 0, 0, 0]
+    assert shown == sample_gallery(real, real, labels, ids, {"x": rng.uniform(-1, 1, (n, k, 1, 8, 8))},
+                                   tmp_path / "h.png", tmp_path / "h.pdf", seed=1)
+    assert (tmp_path / "g.png").stat().st_size > 5_000 and (tmp_path / "g.pdf").exists()
+    with pytest.raises(ValueError, match="SD1.5 images have shape"):
+        sample_gallery(real, real, labels, ids, {"SD1.5": rng.uniform(-1, 1, (n - 1, k, 1, 8, 8))},
+                       tmp_path / "i.png", tmp_path / "i.pdf")
