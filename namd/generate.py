@@ -68,3 +68,10 @@ def load_generated(path: str | Path, *, expected_pair_ids: Sequence[str] | None 
     if arrays["images"].shape[:2] != (n, k):
         raise GeneratedSetError(f"{path}: images have shape {arrays['images'].shape}, expected ({n}, {k}, ...)")
     return arrays
+
+
+def generated_images(path: str | Path, pair_ids: Sequence[str]) -> np.ndarray:
+    """A generated-samples file's images (N, K, ...) in the order of `pair_ids`; a missing pair is named."""
+    arrays = load_generated(path, expected_pair_ids=pair_ids)
+    order = {p: i for i, p in enumerate(arrays["pair_id"].tolist())}
+    return arrays["images"][[order[p] for p in pair_ids]]
