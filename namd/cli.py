@@ -244,7 +244,7 @@ def predict_command(args) -> int:
         print(f"namd predict: warning: the {pipeline.crop_size}-pixel crop leaves the image; padded with air "
               "(-1000 HU) as in training", file=sys.stderr)
     baseline = window_to_unit(hu, pipeline.hu_window)[None]
-    steps = args.steps or int(pipeline.config.get("ddim_steps", 50))
+    steps = args.steps or pipeline.ddim_steps
     prediction = pipeline(baseline, report, num_samples=args.samples, seed=args.seed,
                           num_inference_steps=steps, progress=args.progress)
     summary = {

@@ -126,6 +126,11 @@ class NAMDPipeline(DiffusionPipeline):
         return int(self.vae.config.sample_size)
 
     @property
+    def ddim_steps(self) -> int:
+        """The DDIM steps the model was evaluated with (model_index.json); 50, the paper's, for older folders."""
+        return int(self.config.get("ddim_steps", 50))
+
+    @property
     def hu_window(self) -> tuple[float, float]:
         low, high = self.config.hu_window
         return float(low), float(high)
@@ -256,8 +261,8 @@ class NAMDPipeline(DiffusionPipeline):
         if len(reports) != images.shape[0] or not all(isinstance(r, str) and r.strip() for r in reports):
             raise ValueError(f"report must be one non-empty string per baseline crop ({images.shape[0]}), "
                              f"got {len(reports)} report(s)")
-        if num_inference_steps is None:  # the steps the model was evaluated with (model_index.json ddim_steps)
-            num_inference_steps = int(self.config.get("ddim_steps", 50))
+        if num_inference_steps is None:
+            num_inference_steps = self.ddim_steps
         if min(num_samples, num_inference_steps, batch_size) < 1:
             raise ValueError(f"num_samples ({num_samples}), num_inference_steps ({num_inference_steps}) and "
                              f"batch_size ({batch_size}) must be at least 1")
