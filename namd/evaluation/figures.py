@@ -401,10 +401,9 @@ def figure5_running_variance(
 
 
 # -- Sample gallery ------------------------------------------------------------------------------
-def pick_gallery_pairs(labels, pair_ids, n_per_label: int, seed: int) -> list[int]:
-    """Indices of up to n_per_label malignant then n_per_label benign pairs, drawn reproducibly."""
-    labels, rng = np.asarray(labels).astype(int), np.random.default_rng(seed)
-    chosen = []
+def _pick_gallery_pairs(labels, pair_ids, n_per_label: int, seed: int) -> list[int]:
+    """Indices of up to n_per_label malignant then benign pairs (labels: an int array), drawn reproducibly."""
+    rng, chosen = np.random.default_rng(seed), []
     for label in (1, 0):
         candidates = np.flatnonzero(labels == label)
         chosen += sorted(rng.choice(candidates, size=min(n_per_label, len(candidates)), replace=False).tolist(),
@@ -421,14 +420,14 @@ def sample_gallery(
     generated maps a row title to (N, K, 1, S, S) images aligned with pair_ids; all panels share the
     [-1, 1] grey scale of the crops. Returns the pair ids shown, top to bottom.
     """
-    n = len(pair_ids)
+    n, labels = len(pair_ids), np.asarray(labels).astype(int)
     real_baseline = _images(real_baseline, (n, *np.shape(real_baseline)[1:]), "real_baseline")
     real_followup = _images(real_followup, real_baseline.shape, "real_followup")
     for title, images in generated.items():
         if np.shape(images)[0] != n or np.shape(images)[2:] != real_baseline.shape[1:]:
             raise ValueError(f"sample_gallery: {title} images have shape {np.shape(images)}, "
                              f"expected ({n}, K, {', '.join(map(str, real_baseline.shape[1:]))})")
-    rows = pick_gallery_pairs(labels, list(pair_ids), n_per_label, seed)
+    rows = _pick_gallery_pairs(labels, list(pair_ids), n_per_label, seed)
     columns = [("Baseline", real_baseline[:, 0]), ("Real follow-up", real_followup[:, 0])]
     columns += [(title, np.asarray(images)[:, 0, 0]) for title, images in generated.items()]
     fig = Figure(figsize=(1.25 * len(columns) + 1.6, 1.3 * len(rows) + 0.8), layout="constrained")
@@ -441,8 +440,8 @@ def sample_gallery(
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title.replace(" (", "\n("), fontsize=8)
-        axes[r, 0].set_ylabel(f"{pair_ids[i]}\n{LABEL_NAMES[int(np.asarray(labels)[i])].split(' ')[0]}", fontsize=7,
-                              color=LABEL_COLOURS[int(np.asarray(labels)[i])], rotation=0, ha="right", va="center")
+        axes[r, 0].set_ylabel(f"{pair_ids[i]}\n{LABEL_NAMES[labels[i]].split(' ')[0]}", fontsize=7,
+                              color=LABEL_COLOURS[labels[i]], rotation=0, ha="right", va="center")
     fig.suptitle("Test pairs: real baseline and follow-up beside each method's first generated follow-up "
                  "(seed 0; lung window)", fontsize=10)
     save_figure(fig, out_png, out_pdf, dpi=150)
