@@ -29,23 +29,28 @@ from namd.sampling import ddim_sample, ddim_sample_one
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_or_build_unet(model: str | None, config: dict, latent_size: int):
+def latent_size(config: dict, crop: int) -> int:
+    """Side of the VAE latent of a crop: each VAE level after the first halves it."""
+    return crop // 2 ** (len(config["vae"]["block_out_channels"]) - 1)
+
+
+def load_or_build_unet(model: str | None, config: dict, size: int):
     """The trained conditional U-Net of `model`, or a fresh one of the config's size."""
     if model:
         return load_unet(model, subfolder="unet"), f"trained U-Net from {model}"
     ldm, channels = config["ldm"], config["vae"]["latent_channels"]
     unet = build_unet(
-        sample_size=latent_size, in_channels=2 * channels, out_channels=channels,
+        sample_size=size, in_channels=2 * channels, out_channels=channels,
         block_out_channels=ldm["unet"]["block_out_channels"], layers_per_block=ldm["unet"]["layers_per_block"],
         num_attention_heads=ldm["unet"]["num_attention_heads"], cross_attention_dim=llm_context_dim(ldm["llm"]),
     )
     return unet, "untrained U-Net of config.yaml's size"
 
 
-def inputs(unet, n_pairs: int, n_sets: int, latent_size: int):
+def inputs(unet, n_pairs: int, n_sets: int, size: int):
     g = torch.Generator().manual_seed(0)
     channels = unet.config.in_channels - unet.config.out_channels
-    condition = torch.randn(n_pairs, channels, latent_size, latent_size, generator=g)
+    condition = torch.randn(n_pairs, channels, size, size, generator=g)
     context = torch.randn(n_pairs, n_sets, unet.config.cross_attention_dim, generator=g)
     return [f"pair{n:04d}" for n in range(n_pairs)], condition, context
 
@@ -56,8 +61,8 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def compare(unet, scheduler_config, args, latent_size: int) -> None:
-    pair_ids, condition, context = inputs(unet, args.pairs, args.n_sets, latent_size)
+def compare(unet, scheduler_config, args, size: int) -> None:
+    pair_ids, condition, context = inputs(unet, args.pairs, args.n_sets, size)
     seeds = list(range(args.seeds))
     batched, t_batched = timed(lambda: ddim_sample(
         unet, scheduler_config, condition, context, pair_ids, seeds, num_inference_steps=args.steps,
@@ -84,10 +89,10 @@ def compare(unet, scheduler_config, args, latent_size: int) -> None:
     print("images identical within float rounding")
 
 
-def scaling(unet, scheduler_config, args, latent_size: int) -> None:
+def scaling(unet, scheduler_config, args, size: int) -> None:
     print("| pairs | K | images | seconds | images/s | ms per image-step |\n|---:|---:|---:|---:|---:|---:|")
     for n_pairs, n_seeds in ((1, 20), (4, 20), (16, 20), (57, 20)):
-        pair_ids, condition, context = inputs(unet, n_pairs, args.n_sets, latent_size)
+        pair_ids, condition, context = inputs(unet, n_pairs, args.n_sets, size)
         _, seconds = timed(lambda: ddim_sample(
             unet, scheduler_config, condition, context, pair_ids, list(range(n_seeds)),
             num_inference_steps=args.steps, batch_size=args.batch_size, progress=False))
@@ -111,13 +116,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(Path(args.config).read_text())
     args.n_sets = config["ldm"]["n_sets"]
-    latent_size = config["crop"]["size"] // 2 ** (len(config["vae"]["block_out_channels"]) - 1)
-    unet, what = load_or_build_unet(args.model, config, latent_size)
+    size = latent_size(config, config["crop"]["size"])
+    unet, what = load_or_build_unet(args.model, config, size)
     unet.eval()
     scheduler_config = noise_scheduler(**config["ldm"]["scheduler"]).config
     print(f"# DDIM {args.steps} steps, {what}, {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters, "
           f"{args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
-    (scaling if args.scaling else compare)(unet, scheduler_config, args, latent_size)
+    (scaling if args.scaling else compare)(unet, scheduler_config, args, size)
 
 
 if __name__ == "__main__":

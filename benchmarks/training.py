@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from namd.models.frozen import llm_context_dim
-from namd.models.unet import build_unet, denoising_loss, noise_scheduler
+from namd.models.unet import denoising_loss, noise_scheduler
 from namd.models.vae import NoduleAlignedVAE, build_vae
+from sampling import latent_size, load_or_build_unet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,11 +52,8 @@ def vae_step(config: dict, crop: int, batch: int):
 
 
 def unet_step(config: dict, crop: int, batch: int):
-    ldm, channels = config["ldm"], config["vae"]["latent_channels"]
-    size = crop // 2 ** (len(config["vae"]["block_out_channels"]) - 1)
-    unet = build_unet(sample_size=size, in_channels=2 * channels, out_channels=channels,
-                      block_out_channels=ldm["unet"]["block_out_channels"], layers_per_block=ldm["unet"]["layers_per_block"],
-                      num_attention_heads=ldm["unet"]["num_attention_heads"], cross_attention_dim=llm_context_dim(ldm["llm"]))
+    ldm, channels, size = config["ldm"], config["vae"]["latent_channels"], latent_size(config, crop)
+    unet, _ = load_or_build_unet(None, config, size)
     scheduler = noise_scheduler(**ldm["scheduler"])
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     target = torch.randn(batch, channels, size, size)
