@@ -19,7 +19,11 @@ include: "rules/data.smk"
 include: "rules/vae.smk"
 include: "rules/ldm.smk"
 include: "rules/methods.smk"
+include: "rules/perceptual.smk"
+include: "rules/evaluator.smk"
+include: "rules/clinical.smk"
 include: "rules/evaluate.smk"
+include: "rules/progression.smk"
 include: "rules/predict.smk"
 
 
@@ -31,5 +35,7 @@ rule all:
     input:
         DATA_TARGETS,
         EVALUATION_TARGETS,
+        PROGRESSION_TARGETS,
+        rules.evaluator_seeds.output.csv,
         PREDICT_TARGETS,
     default_target: True

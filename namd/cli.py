@@ -199,7 +199,7 @@ def _read_series(path: Path):
 def _load_pipeline(args):
     """The pipeline and the folders it came from, for a saved pipeline or a workflow model folder."""
     from namd.data.crops import DEFAULT_WINDOW
-    from namd.evaluation.classifier import MalignancyClassifier
+    from namd.evaluation.classifier import load_classifier
     from namd.pipeline import PIPELINE_INDEX, NAMDPipeline
 
     model = args.model
@@ -208,7 +208,7 @@ def _load_pipeline(args):
             raise ValueError(f"--hu-window: {model} is a saved pipeline with its own HU window "
                              f"({PIPELINE_INDEX} hu_window); the option is for workflow model folders only")
         NAMDPipeline.check_format(model)  # before the classifier loads, so a stale folder fails first
-        extra = {"classifier": MalignancyClassifier.from_pretrained(args.classifier)} if args.classifier else {}
+        extra = {"classifier": load_classifier(args.classifier)} if args.classifier else {}
         pipeline = NAMDPipeline.from_pretrained(model, **extra)
         return pipeline, args.classifier or model / "classifier"
     if (model / "method.json").is_file():

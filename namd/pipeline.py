@@ -10,7 +10,8 @@ timm-hub classes, and DiffusionPipeline.save_pretrained only knows those: it wou
 be saved" and write `[null, null]` for them. So they are plain attributes (optional `__init__`
 arguments, which diffusers passes through `from_pretrained` untouched) saved by their own code:
 `soft_prompts/` (the trained prompts plus the LLM's name; the frozen LLM is reloaded from where
-it came from, never copied) and `classifier/` (timm's `save_for_hf` folder).
+it came from, never copied) and `classifier/` (the evaluator: ensemble.json and one timm `save_for_hf`
+folder per member, or a single such folder; `namd.evaluation.classifier.load_classifier` reads both).
 
 model_index.json also holds the HU window the crops are mapped with and a version stamp
 (`_namd_version`, `_namd_format_version`); a folder of another format version is refused by name.
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from namd import __version__
 from namd.data.crops import DEFAULT_WINDOW
 from namd.data.nlst import EHR_FEATURES, NLST_CODES, PAPER_VOCABULARY, YES_NO_FIELDS
-from namd.evaluation.classifier import MalignancyClassifier
+from namd.evaluation.classifier import ClassifierEnsemble, MalignancyClassifier, load_classifier
 from namd.methods import get_method
 from namd.methods.namd import NAMD
 from namd.models.text_encoder import SoftPromptContextEncoder
@@ -88,14 +89,14 @@ class NAMDPipeline(DiffusionPipeline):
         unet: UNet2DConditionModel,
         scheduler: DDPMScheduler,
         text_encoder: SoftPromptContextEncoder | None = None,
-        classifier: MalignancyClassifier | None = None,
+        classifier: MalignancyClassifier | ClassifierEnsemble | None = None,
         hu_window: list[float] | tuple[float, float] = DEFAULT_WINDOW,
         ddim_steps: int = 50,
     ):
         # Optional only in form: diffusers treats arguments with defaults as pass-through, not components.
         if text_encoder is None or classifier is None:
             raise ValueError("NAMDPipeline needs a text_encoder (SoftPromptContextEncoder) and a classifier "
-                             "(MalignancyClassifier)")
+                             "(ClassifierEnsemble or MalignancyClassifier)")
         super().__init__()
         low, high = (float(v) for v in hu_window)
         if not high > low:
@@ -181,7 +182,7 @@ class NAMDPipeline(DiffusionPipeline):
         if "text_encoder" not in kwargs:
             kwargs["text_encoder"] = SoftPromptContextEncoder.from_soft_prompts(folder / SOFT_PROMPTS_DIR)
         if "classifier" not in kwargs:
-            kwargs["classifier"] = MalignancyClassifier.from_pretrained(folder / CLASSIFIER_DIR)
+            kwargs["classifier"] = load_classifier(folder / CLASSIFIER_DIR)
         return super().from_pretrained(folder, **kwargs)
 
     @classmethod
@@ -218,7 +219,7 @@ class NAMDPipeline(DiffusionPipeline):
         unet = load_unet(model_dir / "unet", in_channels=2 * latent_channels,
                          cross_attention_dim=text_encoder.context_dim)
         scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
-        classifier = MalignancyClassifier.from_pretrained(classifier_dir)
+        classifier = load_classifier(classifier_dir)
         return cls(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, classifier=classifier,
                    hu_window=hu_window, ddim_steps=int(meta["params"].get("ddim_steps", 50)))
 

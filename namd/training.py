@@ -13,6 +13,7 @@ a killed job picks up where it stopped and a changed config starts afresh.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -32,8 +33,9 @@ from namd.io import atomic_output
 LOG = logging.getLogger(__name__)
 
 
-#: keys of a method's config that set up the trainer rather than the model
-TRAINER_KEYS = ("epochs", "batch_size", "max_grad_norm")
+#: keys of a method's params that set up the trainer rather than the model (the step budget of
+#: `namd.budget` and the clipping norm)
+TRAINER_KEYS = ("max_steps", "batch_size", "max_grad_norm")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -86,8 +88,12 @@ def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parame
 
 @dataclass
 class TrainSettings:
-    epochs: int
+    """How long and how to train: `max_steps` optimiser steps (the generative rows' shared budget,
+    the last epoch then partial) or whole `epochs` (the VAE, the classifier); exactly one is given."""
+
     batch_size: int
+    max_steps: int | None = None
+    epochs: int | None = None
     seed: int = 23
     max_grad_norm: float | None = 1.0
     val_every: int = 1
@@ -95,9 +101,31 @@ class TrainSettings:
     # extra identity for the fingerprint (data hash, model config...)
     identity: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError(f"TrainSettings: give exactly one of max_steps and epochs "
+                             f"(got max_steps={self.max_steps}, epochs={self.epochs})")
+        if (self.max_steps if self.epochs is None else self.epochs) < 1:
+            raise ValueError(f"TrainSettings: max_steps / epochs must be at least 1 "
+                             f"(got max_steps={self.max_steps}, epochs={self.epochs})")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.max_steps if self.epochs is None else self.epochs * steps_per_epoch
+
     def fingerprint(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def budget_settings(params: dict, job: str, **kwargs) -> TrainSettings:
+    """Settings of a generative row's training job from its params, which carry the step budget
+    (`max_steps`, `batch_size`: `namd.budget.trainer_budget`) and the clipping norm."""
+    missing = [k for k in ("max_steps", "batch_size") if k not in params]
+    if missing:
+        raise ValueError(f"{job}: params lack the training budget {missing} "
+                         f"(the workflow adds namd.budget.trainer_budget(config, {job!r}) to them)")
+    return TrainSettings(max_steps=params["max_steps"], batch_size=params["batch_size"],
+                         max_grad_norm=params.get("max_grad_norm", 1.0), **kwargs)
 
 
 @dataclass
@@ -107,6 +135,7 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict]
+    steps: int
 
 
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, collate_fn=None):
@@ -174,7 +203,9 @@ def fit(
 ) -> TrainResult:
     """Train with validation-based selection; resume from `state_dir` when its fingerprint matches.
 
-    On return the module holds the weights of the epoch with the lowest validation loss.
+    Training stops after exactly `settings.total_steps(...)` optimiser steps; validation runs every
+    `val_every` epochs and after the last step. On return the module holds the weights of the epoch
+    with the lowest validation loss.
     """
     if len(train_set) == 0:
         raise ValueError(f"{module.display_name}: the training split is empty")
@@ -190,7 +221,8 @@ def fit(
     optimizers = module.configure_optimizers()
     train_loader = _loader(train_set, settings.batch_size, True, settings.seed, settings.num_workers, collate_fn)
     val_loader = _loader(val_set, settings.batch_size, False, settings.seed, settings.num_workers, collate_fn)
-    total_steps = settings.epochs * len(train_loader)
+    total_steps = settings.total_steps(len(train_loader))
+    n_epochs = math.ceil(total_steps / len(train_loader))
     schedulers = module.configure_schedulers(optimizers, total_steps)
 
     start_epoch, step, history = 0, 0, []
@@ -211,13 +243,13 @@ def fit(
             best_path.unlink(missing_ok=True)
 
     t0 = time.time()
-    bar = tqdm(range(start_epoch, settings.epochs), desc=module.display_name, disable=not progress, unit="epoch")
+    bar = tqdm(range(start_epoch, n_epochs), desc=module.display_name, disable=not progress, unit="epoch")
     for epoch in bar:
         module.train()
         train_loader.generator.manual_seed(settings.seed + epoch)
         sums: dict[str, float] = {}
         n = 0
-        for batch in train_loader:
+        for batch in itertools.islice(train_loader, total_steps - step):
             batch = _to_device(batch, device)
             losses = module.training_step(batch, optimizers, step, settings.max_grad_norm)
             for sch in schedulers.values():
@@ -233,7 +265,7 @@ def fit(
             n += 1
             step += 1
         record = {"epoch": epoch, "step": step, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
-        if (epoch + 1) % settings.val_every == 0 or epoch + 1 == settings.epochs:
+        if (epoch + 1) % settings.val_every == 0 or step == total_steps:
             val = evaluate(module, val_loader, device)
             record.update({f"val_{k}": v for k, v in val.items()})
             if val["loss"] < best["loss"]:
@@ -259,7 +291,7 @@ def fit(
 
     if best_path.exists():
         load_trainable_state(module, torch.load(best_path, map_location=device, weights_only=True))
-    return TrainResult(best["epoch"], best["loss"], len(history), time.time() - t0, history)
+    return TrainResult(best["epoch"], best["loss"], len(history), time.time() - t0, history, step)
 
 
 @torch.no_grad()
@@ -296,7 +328,8 @@ def write_model_card(out_dir: str | Path, *, name: str, description: str, config
         "",
         description,
         "",
-        f"- epochs run: {result.epochs_run}; best epoch (lowest validation loss): {result.best_epoch}",
+        f"- optimiser steps: {result.steps} over {result.epochs_run} epochs; best epoch (lowest validation loss): "
+        f"{result.best_epoch}",
         f"- best validation loss: {result.best_val_loss:.6f}",
         f"- training time: {result.seconds:.1f} s",
         f"- seed: {seed}",

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 # the namd package beside this workflow, whether or not it is installed where snakemake runs
 sys.path.insert(0, workflow.basedir)
+from namd.budget import STAGE1, trainer_budget
 from namd.methods import LDM_FAMILY, upstream_of
 from namd.sources import check_config_sources
 
@@ -38,6 +39,28 @@ def dicom_dir():
     if config["cohort"]["source"] == "phantom":
         return f"{PHANTOM_DIR}/dicom"
     return config["cohort"].get("dicom_dir") or f"{config['cohort']['nlst_dir']}/dicom"
+
+
+#: the cohort cut into a train/val part and a test part by split_data. Training and selection
+#: rules read only the first, scoring rules the second; tests/test_split_isolation.py holds them to it
+SPLIT_PARTS = ("trainval", "test")
+
+
+def split_file(part, name):
+    """One file of a part of the cohort: name is pairs, crops or crops_table."""
+    return f"{RESULTS}/data/{part}/" + {"pairs": "pairs.csv", "crops": "crops.npz", "crops_table": "crops.csv"}[name]
+
+
+TRAIN_PAIRS = split_file("trainval", "pairs")
+TRAIN_CROPS = split_file("trainval", "crops")
+TEST_PAIRS = split_file("test", "pairs")
+TEST_CROPS = split_file("test", "crops")
+TEST_CROPS_TABLE = split_file("test", "crops_table")
+
+
+def latents_file(vae, split):
+    """Cached latents of one VAE for one part of the cohort (split: trainval or test)."""
+    return f"{RESULTS}/latents/{vae}/{split}.npz"
 
 
 STATE = f"{RESULTS}/.state"
@@ -77,26 +100,34 @@ wildcard_constraints:
 
 
 def method_params(method):
-    """A method's own keys (less `vae`, which picks its inputs); NAMD's family also gets `ldm`."""
+    """A method's own keys (less `vae`, which picks its inputs) and its share of the training budget
+    (namd.budget); NAMD's family also gets `ldm`."""
     own = {k: v for k, v in config["methods"][method].items() if k != "vae"}
     latent = {"latent_channels": config["vae"]["latent_channels"]} if "vae" in upstream_of(method) else {}
     shared = config["ldm"] if method in LDM_FAMILY else {}
-    return {**shared, **latent, **own}
+    return {**shared, **latent, **own, **trainer_budget(config, method)}
 
 
-def method_inputs(wildcards):
-    """Data, plus the trained models the method starts from (registry: namd.methods.UPSTREAM)."""
-    method = wildcards.method
-    needs = upstream_of(method)
-    vae = config["methods"][method].get("vae")
-    inputs = {"pairs": rules.select_cohort.output.pairs, "crops": rules.crop_nodules.output.crops}
-    if "vae" in needs:
-        inputs["latents"] = f"{RESULTS}/latents/{vae}.npz"
-        inputs["vae"] = f"{RESULTS}/models/vae_{vae}"
-    if "ldm_unconditional" in needs:
-        inputs["ldm_unconditional"] = f"{RESULTS}/models/ldm_unconditional_{vae}"
-    if "perceptual" in needs:
-        inputs["perceptual"] = f"{RESULTS}/models/classifier"
+def method_inputs(part):
+    """Input function: one part's data (trainval to train, test to generate), plus the trained models
+    the method starts from (registry: namd.methods.UPSTREAM)."""
+
+    def inputs(wildcards):
+        method = wildcards.method
+        needs = upstream_of(method)
+        vae = config["methods"][method].get("vae")
+        files = {"pairs": split_file(part, "pairs"), "crops": split_file(part, "crops")}
+        if part == "test":
+            files["stats_pairs"] = TRAIN_PAIRS  # the record is standardised as in training
+        if "vae" in needs:
+            files["latents"] = latents_file(vae, part)
+            files["vae"] = f"{RESULTS}/models/vae_{vae}"
+        if "ldm_unconditional" in needs:
+            files["ldm_unconditional"] = f"{RESULTS}/models/ldm_unconditional_{vae}"
+        if "perceptual" in needs:
+            files["perceptual"] = rules.train_perceptual.output[0]
+        return files
+
     return inputs
 
 

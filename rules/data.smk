@@ -1,4 +1,5 @@
-# Data stage: NLST-format cohort -> pairs -> nodule-centred crops (paper Sections 3.1, 4.1.1).
+# Data stage: NLST-format cohort -> pairs -> nodule-centred crops (paper Sections 3.1, 4.1.1), cut into
+# a train/val part and a test part.
 
 
 rule phantom_cohort:
@@ -57,6 +58,8 @@ rule select_cohort:
     params:
         split=config["cohort"]["split"],
         follow_up_years=config["cohort"]["follow_up_years"],
+        nodule_size_mm=config["cohort"]["nodule_size_mm"],
+        max_test_pairs_per_subject=config["cohort"]["max_test_pairs_per_subject"],
     log:
         f"{LOGS}/data/select_cohort.log",
     threads: 1
@@ -94,6 +97,31 @@ rule crop_nodules:
         "../scripts/crop_nodules.py"
 
 
+rule split_data:
+    """The cohort's files cut apart: train/val for every training and selection rule, test for scoring."""
+    input:
+        pairs=rules.select_cohort.output.pairs,
+        crops=rules.crop_nodules.output.crops,
+        crops_table=rules.crop_nodules.output.table,
+    output:
+        trainval_pairs=TRAIN_PAIRS,
+        trainval_crops=TRAIN_CROPS,
+        trainval_crops_table=split_file("trainval", "crops_table"),
+        test_pairs=TEST_PAIRS,
+        test_crops=TEST_CROPS,
+        test_crops_table=TEST_CROPS_TABLE,
+    log:
+        f"{LOGS}/data/split_data.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/split_data.py"
+
+
 rule plot_contact_sheet:
     """Baseline beside follow-up crops per label, so a person can see the data."""
     input:
@@ -117,5 +145,6 @@ rule plot_contact_sheet:
 DATA_TARGETS = [
     rules.select_cohort.output.counts,
     rules.crop_nodules.output.crops,
+    *rules.split_data.output,
     rules.plot_contact_sheet.output.png,
 ]

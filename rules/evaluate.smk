@@ -1,40 +1,16 @@
-# Evaluation (paper Sections 4.1.2, 4.2, 4.3, Appendix D): one frozen classifier, Table 1, Figures 2, 3, 5.
+# Evaluation (paper Sections 4.1.2, 4.2, 4.3, Appendix D): the frozen evaluator ensemble (rules/evaluator.smk)
+# on every row, Table 1, Figures 2, 3, 5.
 
 EVAL = f"{RESULTS}/eval"
 REAL_ROWS = ["real_baseline", "real_followup"]
-
-
-rule train_classifier:
-    """The neutral evaluation ViT, trained once on real training-split crops, then frozen."""
-    input:
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
-    output:
-        directory(f"{RESULTS}/models/classifier"),
-    params:
-        classifier=config["evaluation"]["classifier"],
-        state=state_dir("classifier"),
-        seed=config["seed"],
-        device=config["device"],
-    log:
-        f"{LOGS}/evaluate/train_classifier.log",
-    benchmark:
-        f"{BENCH}/train_classifier.tsv"
-    threads: config["compute"]["train_threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../envs/evaluation.yaml"
-    script:
-        "../scripts/train_classifier.py"
 
 
 rule classify_real:
     """The real-image rows of Table 1: the classifier on real baseline and real follow-up test crops."""
     input:
         classifier=rules.train_classifier.output[0],
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
+        pairs=TEST_PAIRS,
+        crops=TEST_CROPS,
     output:
         baseline=f"{EVAL}/probs/real_baseline.csv",
         followup=f"{EVAL}/probs/real_followup.csv",
@@ -57,7 +33,7 @@ rule classify_generated:
     input:
         classifier=rules.train_classifier.output[0],
         generated=rules.generate_followups.output[0],
-        pairs=rules.select_cohort.output.pairs,
+        pairs=TEST_PAIRS,
     output:
         f"{EVAL}/probs/{{method}}.csv",
     params:
@@ -79,8 +55,8 @@ rule image_metrics:
     input:
         classifier=rules.train_classifier.output[0],
         generated=rules.generate_followups.output[0],
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
+        pairs=TEST_PAIRS,
+        crops=TEST_CROPS,
     output:
         f"{EVAL}/image_metrics/{{method}}.csv",
     params:
@@ -104,16 +80,18 @@ rule image_metrics:
 rule table1:
     """Table 1: AUROC/AUPRC per row (mean +- std over K), LPIPS, FID, DeLong against NAMD."""
     input:
-        probs=expand(f"{EVAL}/probs/{{row}}.csv", row=REAL_ROWS + METHODS),
+        probs=expand(f"{EVAL}/probs/{{row}}.csv", row=REAL_ROWS + CLINICAL_ROWS + METHODS),
         image=expand(rules.image_metrics.output[0], method=METHODS),
-        pairs=rules.select_cohort.output.pairs,
+        pairs=TEST_PAIRS,
+        evaluator=rules.evaluator_seeds.output.json,
     output:
         tex=report(f"{RESULTS}/table1.tex", category="Table 1", caption="../report/table1.rst"),
         csv=f"{RESULTS}/table1.csv",
         significance=f"{EVAL}/significance.csv",
         per_seed=f"{EVAL}/diagnosis_per_seed.csv",
     params:
-        rows=REAL_ROWS + METHODS,
+        rows=REAL_ROWS + CLINICAL_ROWS + METHODS,
+        cohort_source=config["cohort"]["source"],
         methods=METHODS,
         seeds=list(range(config["generation"]["k_seeds"])),
         evaluation=config["evaluation"],
@@ -133,9 +111,9 @@ rule table1:
 rule figure2:
     """t-SNE of test latents coloured by diameter: aligned VAE beside unaligned VAE."""
     input:
-        aligned=f"{RESULTS}/latents/aligned.npz",
-        unaligned=f"{RESULTS}/latents/unaligned.npz",
-        pairs=rules.select_cohort.output.pairs,
+        aligned=latents_file("aligned", "test"),
+        unaligned=latents_file("unaligned", "test"),
+        pairs=TEST_PAIRS,
     output:
         png=report(f"{RESULTS}/figures/figure2.png", category="Figures", caption="../report/figure2.rst"),
         pdf=f"{RESULTS}/figures/figure2.pdf",
@@ -159,8 +137,8 @@ rule figure3:
     input:
         probs=f"{EVAL}/probs/{config['evaluation']['reference']}.csv",
         generated=f"{RESULTS}/generated/{config['evaluation']['reference']}.npz",
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
+        pairs=TEST_PAIRS,
+        crops=TEST_CROPS,
     output:
         png=report(f"{RESULTS}/figures/figure3.png", category="Figures", caption="../report/figure3.rst"),
         pdf=f"{RESULTS}/figures/figure3.pdf",
@@ -204,8 +182,8 @@ rule figure_samples:
     """A gallery: real baseline and follow-up beside every method's first sample, for a few test pairs."""
     input:
         generated=expand(rules.generate_followups.output[0], method=METHODS),
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
+        pairs=TEST_PAIRS,
+        crops=TEST_CROPS,
     output:
         png=report(f"{RESULTS}/figures/samples.png", category="Figures", caption="../report/samples.rst"),
         pdf=f"{RESULTS}/figures/samples.pdf",

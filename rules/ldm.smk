@@ -4,13 +4,17 @@
 rule train_ldm_unconditional:
     """U-Net on unpaired latents of one VAE, null context, warm-up + cosine schedule."""
     input:
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
-        latents=rules.cache_latents.output[0],
+        pairs=TRAIN_PAIRS,
+        crops=TRAIN_CROPS,
+        latents=latents_file("{vae}", "trainval"),
     output:
         directory(f"{RESULTS}/models/ldm_unconditional_{{vae}}"),
     params:
-        ldm=lambda wc: {**config["ldm"], "latent_channels": config["vae"]["latent_channels"]},
+        ldm=lambda wc: {
+            **config["ldm"],
+            "latent_channels": config["vae"]["latent_channels"],
+            **trainer_budget(config, STAGE1),
+        },
         state=lambda wc: state_dir(f"ldm_unconditional_{wc.vae}"),
         seed=config["seed"],
         device=config["device"],

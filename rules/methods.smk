@@ -4,7 +4,7 @@
 rule train_method:
     """Train one registered method (NAMD, its ablation, or a baseline) with the one trainer."""
     input:
-        unpack(method_inputs),
+        unpack(method_inputs("trainval")),
     output:
         directory(f"{RESULTS}/models/{{method}}"),
     params:
@@ -29,7 +29,7 @@ rule train_method:
 rule generate_followups:
     """K follow-ups per test pair (one for deterministic methods), batched over pairs and seeds."""
     input:
-        unpack(method_inputs),
+        unpack(method_inputs("test")),
         model=rules.train_method.output[0],
     output:
         f"{RESULTS}/generated/{{method}}.npz",

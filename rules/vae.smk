@@ -4,8 +4,8 @@
 rule train_vae:
     """AutoencoderKL + latent probe: L1 + KL (+ LPIPS) + lambda_align L_align + lambda_pred L_pred."""
     input:
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
+        pairs=TRAIN_PAIRS,
+        crops=TRAIN_CROPS,
     output:
         directory(f"{RESULTS}/models/vae_{{vae}}"),
     params:
@@ -28,17 +28,19 @@ rule train_vae:
 
 
 rule cache_latents:
-    """Every pair's baseline and follow-up latents, encoded once per VAE for all later rules."""
+    """One part's baseline and follow-up latents (trainval or test), encoded once per VAE for all later rules."""
     input:
         vae=rules.train_vae.output[0],
-        pairs=rules.select_cohort.output.pairs,
-        crops=rules.crop_nodules.output.crops,
+        pairs=lambda wc: split_file(wc.part, "pairs"),
+        crops=lambda wc: split_file(wc.part, "crops"),
     output:
-        f"{RESULTS}/latents/{{vae}}.npz",
+        latents_file("{vae}", "{part}"),
     params:
         device=config["device"],
     log:
-        f"{LOGS}/vae/cache_latents_{{vae}}.log",
+        f"{LOGS}/vae/cache_latents_{{vae}}_{{part}}.log",
+    wildcard_constraints:
+        part="|".join(SPLIT_PARTS),
     priority: CRITICAL_PATH_PRIORITY
     threads: 1
     resources:

@@ -1,5 +1,5 @@
 from namd.runtime import select_device
-from namd.stages.evaluate import classify_real
+from namd.stages.classifier import classify_real
 from namd.workflow import rule_context
 
 with rule_context(snakemake):

@@ -15,4 +15,5 @@ with rule_context(snakemake, seed=snakemake.params.seed):
         batch_size=snakemake.params.batch_size,
         seed=snakemake.params.seed,
         device=select_device(snakemake.params.device),
+        stats_pairs_csv=snakemake.input.stats_pairs,
     )

@@ -13,6 +13,8 @@ with rule_context(snakemake) as log:
         test_fraction=split["test_fraction"],
         seed=split["seed"],
         follow_up_years=snakemake.params.follow_up_years,
+        nodule_size_mm=snakemake.params.nodule_size_mm,
+        max_test_pairs_per_subject=snakemake.params.max_test_pairs_per_subject,
     )
     write_cohort(selection, Path(snakemake.output.pairs).parent)
     log.info("cohort counts:\n%s", selection.counts.to_string(index=False))

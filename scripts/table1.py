@@ -1,3 +1,6 @@
+import json
+
+from namd.evaluation.table import latex_escape
 from namd.methods import get_method
 from namd.stages.evaluate import build_table
 from namd.workflow import rule_context
@@ -18,5 +21,7 @@ with rule_context(snakemake) as log:
         out_significance=snakemake.output.significance,
         out_per_seed=snakemake.output.per_seed,
         seed=snakemake.params.seed,
+        cohort_source=snakemake.params.cohort_source,
+        extra_notes=[latex_escape(json.loads(open(snakemake.input.evaluator).read())["footnote"])],
     )
     log.info("Table 1:\n%s", table.to_string())

@@ -3,7 +3,7 @@ import pytest
 
 from namd.data.cohort import (COUNT_COLUMNS, PAIR_COLUMNS, check_splits, select_cohort, split_patients,
                               write_cohort)
-from namd.data.nlst import NLST_FILES, read_nlst_folder
+from namd.data.nlst import EHR_FEATURES, NLST_FILES, read_nlst_folder
 
 # pid 100: nodule A at T0, T1, T2 (confirmed cancer in year 1, right lower lobe) + a micronodule.
 # pid 200: no cancer; B's T1 link contradicted by sctabnc, C has no follow-up, D pairs T1->T2 (lingula).
@@ -93,8 +93,9 @@ def test_tiny_cohort_gives_exactly_the_expected_pairs_and_exclusions(tmp_path):
         ("pairs", 300, "300_F_T0T1", "label_unavailable"): "conflc=4 (pending)",
         ("prsn", 300, None, "no_pair"): "all 2 candidate pair(s) excluded",
     }
-    assert selection.counts.to_dict("records")[-1] == {
-        "split": "total", "pairs": 3, "subjects": 2, "malignant": 2, "benign": 1}
+    counts = selection.counts.set_index("split")
+    assert counts.loc["total"].to_dict() == {"pairs": 3, "subjects": 2, "malignant": 2, "benign": 1}
+    assert counts.loc[["excluded: nodule_size", "excluded: test_pair_limit"], "pairs"].tolist() == [0, 0]
 
 
 def test_upper_case_delivery_selects_the_same_cohort(tmp_path):
@@ -214,10 +215,10 @@ def test_select_cohort_refuses_a_split_without_both_classes(tmp_path):
         select_cohort(**_folder(tmp_path))
 
 
-def _replicated(tmp_path, copies=4):
+def _replicated(tmp_path, copies=4, **tables):
     """The tiny cohort `copies` times over, with pids shifted by 1000: enough patients for three splits."""
     texts = {}
-    for kind, text in {"prsn": PRSN, "sctabn": SCTABN, "sctabnc": SCTABNC, "locations": LOCATIONS}.items():
+    for kind, text in {"prsn": PRSN, "sctabn": SCTABN, "sctabnc": SCTABNC, "locations": LOCATIONS, **tables}.items():
         header, rest = text.split("\n", 1)
         lines = [line for line in rest.splitlines() if line]
         shifted = [f"{int(pid) + 1000 * k},{rest}\n" for k in range(copies)
@@ -226,18 +227,95 @@ def _replicated(tmp_path, copies=4):
     return _folder(tmp_path, **texts)
 
 
-def test_default_split_has_both_classes_everywhere_and_test_pairs_can_be_limited(tmp_path):
-    tables = _replicated(tmp_path)
-    selection = select_cohort(**tables)
+def test_default_split_has_both_classes_everywhere(tmp_path):
+    selection = select_cohort(**_replicated(tmp_path), max_test_pairs_per_subject=None)
     counts = selection.counts.set_index("split")
     assert counts.loc["total"].tolist() == [12, 8, 8, 4]
     assert (counts.loc[["train", "val", "test"], ["malignant", "benign"]] > 0).all().all()
-    limited = select_cohort(**tables, max_test_pairs_per_subject=1)
-    test = limited.pairs[limited.pairs["split"] == "test"]
-    assert test.groupby("pid").size().max() == 1
-    dropped = limited.excluded[limited.excluded["rule"] == "test_pair_limit"]
-    assert sorted(dropped["pair_id"]) == sorted(f"{pid}_A_T1T2" for pid in test[test["label"] == 1]["pid"])
-    assert len(limited.pairs) + len(dropped) == len(selection.pairs)
+
+
+@pytest.mark.parametrize("diameter, kept", [(3, False), (4, True), (5, True), (29, True), (30, True), (31, False)])
+def test_size_filter_keeps_the_inclusive_range_of_the_recorded_baseline_diameter(tmp_path, diameter, kept):
+    sctabn = SCTABN.replace("100,0,1,51,3,3,27,20,", f"100,0,1,51,3,3,{diameter},{min(diameter, 20)},")
+    selection = select_cohort(**_folder(tmp_path, sctabn=sctabn), **TRAIN_ONLY, nodule_size_mm=[4, 30])
+    assert ("100_A_T0T1" in set(selection.pairs["pair_id"])) == kept
+    counts = selection.counts.set_index("split").loc["excluded: nodule_size"]
+    assert counts[["pairs", "malignant", "benign"]].tolist() == ([0, 0, 0] if kept else [1, 1, 0])
+    if not kept:
+        assert _reasons(selection.excluded)[("pairs", 100, "100_A_T0T1", "nodule_size")] == \
+            f"baseline long diameter {diameter} mm outside [4, 30]"
+    unfiltered = select_cohort(**_folder(tmp_path, sctabn=sctabn), **TRAIN_ONLY, nodule_size_mm=None)
+    assert "100_A_T0T1" in set(unfiltered.pairs["pair_id"])
+
+
+def test_size_filter_reads_the_baseline_not_the_follow_up_and_names_a_missing_diameter(tmp_path):
+    # A's follow-up at T2 is 34 mm, outside [4, 30], yet the T1->T2 pair's baseline (30 mm) is inside.
+    pairs = select_cohort(**_folder(tmp_path), **TRAIN_ONLY, nodule_size_mm=(4.5, 30)).pairs.set_index("pair_id")
+    assert pairs.index.tolist() == ["100_A_T0T1", "100_A_T1T2", "200_D_T1T2"]
+    assert pairs.loc["100_A_T1T2", "SCT_LONG_DIA_follow"] == 34
+    narrow = select_cohort(**_folder(tmp_path), **TRAIN_ONLY, nodule_size_mm=(5.5, 30),
+                           require_both_classes=False)
+    assert _reasons(narrow.excluded)[("pairs", 200, "200_D_T1T2", "nodule_size")] == \
+        "baseline long diameter 5 mm outside [5.5, 30]"
+    unmeasured = SCTABN.replace("100,0,1,51,3,3,27,20,", "100,0,1,51,3,3,.S,20,")
+    optional = [f for f in EHR_FEATURES if f != "SCT_LONG_DIA"]
+    selection = select_cohort(**_folder(tmp_path, sctabn=unmeasured), **TRAIN_ONLY, required_fields=optional)
+    assert _reasons(selection.excluded)[("pairs", 100, "100_A_T0T1", "nodule_size")] == \
+        "baseline sct_long_dia=.S (unable to determine), so the size range [4, 30] cannot be checked"
+    with pytest.raises(ValueError, match="nodule_size_mm"):
+        select_cohort(**_folder(tmp_path), **TRAIN_ONLY, nodule_size_mm=(30, 4))
+
+
+# pid 100 gains a second nodule G (left upper lobe, benign unless the cancer is placed there): 3 pairs.
+SCTABN_G = SCTABN + "100,0,3,51,2,4,9,7,2,20,0\n100,1,3,51,2,4,10,8,2,21,0\n"
+SCTABNC_G = SCTABNC + "100,1,3,2,2,1,1,365\n"
+LOCATIONS_G = LOCATIONS + "100,0,3,G,1.1.0,20,30,20\n100,1,3,G,1.1.1,21,31,21\n"
+
+
+def _three_pair_subjects(tmp_path, prsn=PRSN, copies=6):
+    tmp_path.mkdir(exist_ok=True)
+    tables = {"prsn": prsn, "sctabn": SCTABN_G, "sctabnc": SCTABNC_G, "locations": LOCATIONS_G}
+    return _replicated(tmp_path, copies, **tables)
+
+
+def test_a_test_subject_keeps_one_pair_and_every_other_subject_keeps_all(tmp_path):
+    tables = _three_pair_subjects(tmp_path)
+    options = {"cancer_other_lobe": "benign", "require_both_classes": False}
+    full = select_cohort(**tables, **options, max_test_pairs_per_subject=None).pairs
+    limited = select_cohort(**tables, **options)
+    pairs, excluded = limited.pairs, limited.excluded
+    assert full.groupby("pid").size().max() == 3
+    assert full.drop_duplicates("pid").set_index("pid")["split"].equals(
+        pairs.drop_duplicates("pid").set_index("pid")["split"])  # the cap does not move the split
+    test = pairs[pairs["split"] == "test"]
+    assert test["pid"].is_unique and set(test["pid"]) == set(full.loc[full["split"] == "test", "pid"])
+    assert (full["split"] == "test").sum() > test["pid"].nunique()
+    pd.testing.assert_frame_equal(pairs[pairs["split"] != "test"].reset_index(drop=True),
+                                  full[full["split"] != "test"].reset_index(drop=True))
+    dropped = excluded[excluded["rule"] == "test_pair_limit"]
+    assert sorted(dropped["pair_id"]) == sorted(set(full.loc[full["split"] == "test", "pair_id"])
+                                                - set(test["pair_id"]))
+    kept_of = test.set_index("pid")["pair_id"]
+    for row in dropped.itertuples():
+        assert row.reason == (f"test subject already gives 1 pair, {kept_of[row.pid]} "
+                              "(max_test_pairs_per_subject = 1)")
+    full_labels = full.set_index("pair_id")["label"]
+    counts = limited.counts.set_index("split").loc["excluded: test_pair_limit"]
+    assert counts[["pairs", "subjects", "malignant"]].tolist() == [
+        len(dropped), dropped["pid"].nunique(), int(full_labels[dropped["pair_id"]].sum())]
+    two = select_cohort(**tables, **options, max_test_pairs_per_subject=2).pairs
+    assert two[two["split"] == "test"].groupby("pid").size().max() == 2
+
+
+def test_which_test_pair_a_subject_keeps_does_not_look_at_the_label(tmp_path):
+    options = {"cancer_other_lobe": "benign", "require_both_classes": False}
+    cancer_in_a = select_cohort(**_three_pair_subjects(tmp_path / "a"), **options).pairs
+    # the same subjects with the cancer moved to G's lobe (left upper): A's pairs turn benign, G's malignant
+    in_g = PRSN.replace(",0,0,1,0,0,0\n", ",0,0,0,1,0,0\n")
+    cancer_in_g = select_cohort(**_three_pair_subjects(tmp_path / "g", prsn=in_g), **options).pairs
+    assert cancer_in_a[["pair_id", "split"]].equals(cancer_in_g[["pair_id", "split"]])
+    test = cancer_in_a["split"] == "test"
+    assert (cancer_in_a.loc[test, "label"] != cancer_in_g.loc[test, "label"]).any()
 
 
 def test_write_cohort_writes_the_three_tables(tmp_path):

@@ -16,7 +16,7 @@ PARAMS = {
     "llm": LLM, "n_sets": 2, "n_prompt_tokens": 2, "max_length": 64, "latent_channels": 4,
     "unet": {"block_out_channels": [32, 32], "layers_per_block": 1, "num_attention_heads": 2},
     "scheduler": {"num_train_timesteps": 1000, "beta_start": 8.5e-4, "beta_end": 1.2e-2, "beta_schedule": "linear"},
-    "max_grad_norm": 1.0, "vae": "aligned", "epochs": 1, "batch_size": 2, "lr": 1e-3, "prompt_lr": 1e-2,
+    "max_grad_norm": 1.0, "vae": "aligned", "max_steps": 1, "batch_size": 2, "lr": 1e-3, "prompt_lr": 1e-2,
     "ddim_steps": 3, "eta": 0.0, "sample_batch_size": 4,
 }
 
@@ -94,9 +94,12 @@ def test_save_and_load_give_the_same_samples(upstream, tmp_path):
     assert (tmp_path / "namd" / "unet" / "diffusion_pytorch_model.safetensors").exists()
 
 
-def test_missing_stage_one_is_named(upstream):
-    with pytest.raises(ValueError, match="unconditional stage"):
-        get_method("namd")(PARAMS, DataSpec(image_size=16), MethodContext(upstream={"vae": upstream["vae"]}))
+@pytest.mark.parametrize("name", ["namd", "sd15"])
+def test_missing_stage_one_is_named(upstream, name):
+    assert "ldm_unconditional" in upstream_of(name)
+    with pytest.raises(ValueError, match=f"{name}: needs the unconditional stage"):
+        get_method(name)({**PARAMS, "max_text_tokens": 24}, DataSpec(image_size=16),
+                         MethodContext(upstream={"vae": upstream["vae"]}))
 
 
 def test_warmup_then_cosine_reaches_its_ends():
@@ -115,10 +118,17 @@ def test_warmup_then_cosine_reaches_its_ends():
 
 def test_sd15_conditions_on_report_tokens_without_soft_prompts(upstream):
     params = {**PARAMS, "max_text_tokens": 24}
-    method = get_method("sd15")(params, DataSpec(image_size=16), MethodContext(upstream={"vae": upstream["vae"]}, seed=5))
+    method = get_method("sd15")(params, DataSpec(image_size=16), MethodContext(upstream=upstream, seed=5))
     b = batch()
-    assert method.report_context(b["report"]).shape == (3, 24, 384)
+    ctx = method.report_context(b["report"])
+    assert ctx.shape == (3, 24, 384)
     assert method.unet.config.in_channels == 8
+    # it starts as the stage-1 U-Net (same budget as NAMD): the baseline channels are zero-weighted
+    stage1 = type(method.unet).from_pretrained(upstream["ldm_unconditional"], subfolder="unet")
+    t = torch.tensor([10, 500, 900])
+    with torch.no_grad():
+        widened = method.unet(torch.cat([b["followup_latent"], b["baseline_latent"]], 1), t, ctx).sample
+        torch.testing.assert_close(widened, stage1(b["followup_latent"], t, ctx).sample)
     (optimizer,) = method.configure_optimizers().values()
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
         p.numel() for p in method.unet.parameters())

@@ -137,14 +137,43 @@ def test_significance_footnote(tmp_path):
             "significant": [False, True, False],
             "reference": "NAMD (Ours)",
             "correction": "holm",
+            "n_pairs": [57, 57, 57],
         }
     )
     text = to_latex(build_table1(paper_rows()), tmp_path / "t.tex", significance=significance)
     assert "Holm-adjusted" in text
     assert "significant: SD1.5 (p < 0.001); not significant: McWGAN (p = 0.200)." in text
+    assert "fewer pairs" not in text
     renamed = significance.replace({"McWGAN": "McWGAN-v2"})
     with pytest.raises(EvaluationInputError, match="McWGAN-v2"):
         to_latex(build_table1(paper_rows()), tmp_path / "t.tex", significance=renamed)
+
+
+def test_a_row_scoring_fewer_pairs_is_named_with_its_count(tmp_path):
+    significance = pd.DataFrame(
+        {
+            "row": ["NAMD (Ours)", "Real baseline LDCT", "Real follow-up LDCT"],
+            "p_value": [float("nan"), 0.3, 0.01],
+            "p_adjusted": [float("nan"), 0.3, 0.02],
+            "significant": [False, False, True],
+            "reference": "NAMD (Ours)",
+            "correction": "holm",
+            "n_pairs": [57, 57, 52],
+        }
+    )
+    text = to_latex(build_table1(paper_rows()), tmp_path / "t.tex", significance=significance)
+    assert "on the pairs they score: Real follow-up LDCT (52 of 57)." in text
+
+
+def test_extra_footnote_lines_follow_the_significance_sentence(tmp_path):
+    significance = pd.DataFrame(
+        {"row": ["NAMD (Ours)"], "p_value": [float("nan")], "p_adjusted": [float("nan")], "significant": [False],
+         "reference": "NAMD (Ours)", "correction": "holm", "n_pairs": [57]}
+    )
+    lines = to_latex(build_table1(paper_rows()), tmp_path / "t.tex", significance=significance,
+                     extra_notes=["Evaluator: five seeds.", r"Brock \& Lung-RADS."]).splitlines()
+    significance_line = next(i for i, line in enumerate(lines) if line.startswith("AUROC vs"))
+    assert lines[significance_line + 1 : significance_line + 3] == [r"Evaluator: five seeds.\par", r"Brock \& Lung-RADS.\par"]
 
 
 def test_bad_rows_are_refused():

@@ -90,3 +90,46 @@ def test_nan_loss_names_model_and_step_and_keeps_last_checkpoint(tmp_path):
 def test_empty_split_is_named(tmp_path):
     with pytest.raises(ValueError, match="validation split is empty"):
         fit(Line(), Points(8, 1), Points(0, 2), settings(), tmp_path, progress=False)
+
+
+class ScheduledLine(Line):
+    """Line with a linear decay to zero over the run: shows the schedule is sized by the budget."""
+
+    def configure_schedulers(self, optimizers, total_steps):
+        self.total_steps, self.optimizer = total_steps, optimizers["main"]
+        return {"main": torch.optim.lr_scheduler.LambdaLR(optimizers["main"], lambda s: 1 - s / total_steps)}
+
+
+def test_step_budget_stops_after_exactly_max_steps(tmp_path):
+    model = ScheduledLine()
+    # 64 points at batch 8: 8 steps an epoch, so 19 steps are two epochs and 3 steps of a third
+    result = fit(model, Points(64, 1), Points(16, 2), settings(epochs=None, max_steps=19), tmp_path, progress=False)
+    assert model.calls == 19 + 3 * 2  # 19 training steps + one validation pass (2 batches) after each epoch
+    assert result.steps == 19 and model.total_steps == 19
+    assert [r["step"] for r in result.history] == [8, 16, 19]
+    assert all("val_loss" in r for r in result.history)
+    assert model.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)  # the schedule ended with the budget
+
+
+def test_resume_mid_budget_gives_the_same_weights(tmp_path):
+    budget = settings(epochs=None, max_steps=19)
+    reference = ScheduledLine()
+    fit(reference, Points(64, 1), Points(16, 2), budget, tmp_path / "ref", progress=False)
+
+    killed = ScheduledLine()
+    with pytest.raises(KeyboardInterrupt):  # killed inside the partial third epoch
+        fit(killed, Points(64, 1, crash_after=64 * 2 + 12), Points(16, 2), budget, tmp_path / "run", progress=False)
+    resumed = ScheduledLine()
+    result = fit(resumed, Points(64, 1), Points(16, 2), budget, tmp_path / "run", progress=False)
+    assert [r["epoch"] for r in result.history] == [0, 1, 2] and result.steps == 19
+    assert resumed.calls == 3 + 2  # only the third epoch's 3 steps and its validation ran again
+    torch.testing.assert_close(resumed.state_dict(), reference.state_dict())
+
+
+def test_exactly_one_of_steps_and_epochs():
+    with pytest.raises(ValueError, match="exactly one of max_steps and epochs"):
+        settings(max_steps=10)
+    with pytest.raises(ValueError, match="exactly one of max_steps and epochs"):
+        settings(epochs=None)
+    with pytest.raises(ValueError, match="at least 1"):
+        settings(epochs=None, max_steps=0)

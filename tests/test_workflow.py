@@ -80,6 +80,17 @@ def test_tiny_workflow_runs_for_real(tmp_path):
     with np.load(tmp_path / "results/data/crops.npz") as crops:
         assert crops["baseline"].shape == (len(pairs), 1, 32, 32)
         assert crops["baseline"].min() >= -1 and crops["baseline"].max() <= 1
+    parts = {part: pd.read_csv(tmp_path / f"results/data/{part}/pairs.csv", dtype={"pid": str})
+             for part in ("trainval", "test")}
+    assert set(parts["trainval"]["split"]) == {"train", "val"} and set(parts["test"]["split"]) == {"test"}
+    assert sorted([*parts["trainval"]["pair_id"], *parts["test"]["pair_id"]]) == sorted(pairs["pair_id"])
+    with np.load(tmp_path / "results/latents/aligned/test.npz") as latents:
+        assert latents["pair_id"].tolist() == parts["test"]["pair_id"].tolist()
+    from namd.training import file_fingerprint  # the VAE really trained on the train/val files
+
+    trained_on = file_fingerprint(tmp_path / "results/data/trainval/pairs.csv",
+                                  tmp_path / "results/data/trainval/crops.npz")
+    assert trained_on in (tmp_path / "results/models/vae_aligned/model_card.md").read_text()
     assert (tmp_path / "results/figures/contact_sheet.png").stat().st_size > 10_000
     assert (tmp_path / "logs/data/crop_nodules.log").read_text().strip()
     k = yaml.safe_load((tmp_path / "config.yaml").read_text())["generation"]["k_seeds"]

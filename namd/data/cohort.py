@@ -42,8 +42,21 @@ under the table whose content failed; rows of a dropped candidate pair are liste
 | pairs | cancer_before_baseline | cancyr < study_yr_base: diagnosed before the baseline screen |
 | pairs | cancer_outside_window | cancyr > study_yr_follow + follow_up_years |
 | pairs | cancer_other_lobe | cancer recorded only in other lobes (cancer_other_lobe="exclude") |
-| pairs | test_pair_limit | test subject's pairs beyond max_test_pairs_per_subject |
+| pairs | nodule_size | baseline sct_long_dia outside nodule_size_mm [low, high] mm (inclusive), or missing |
+| pairs | test_pair_limit | test subject's pairs beyond max_test_pairs_per_subject (after the split) |
 | prsn | no_pair | participant with no kept pair |
+
+The paper's cohort (Sec. 4.1.1): indeterminate nodules, one test pair per test subject.
+nodule_size keeps a pair whose baseline long-axis diameter as recorded (sct_long_dia) lies in
+nodule_size_mm, default [4, 30]: NLST's positive-screen threshold up to a mass (> 30 mm). It is
+the last pair check, so what it drops is otherwise valid and its labels can be counted.
+test_pair_limit runs after the split, which it does not change: a test subject keeps
+max_test_pairs_per_subject pairs (default 1), those with the smallest blake2b hash of (split seed,
+pair_id). That order sees no label, record or image, and is the same on every machine: the kept
+pair is a uniform draw among the subject's pairs. T0->T1 first would make the test split nearly all
+first screens while training sees both; malignant or largest first would enrich it. Train and val
+subjects keep all their pairs. cohort_counts.csv gives each of the two rules an "excluded: <rule>"
+row (pairs, subjects, malignant, benign it dropped).
 
 Split: patients, not pairs, are shuffled with `seed`, separately for patients with and without a
 malignant pair, and cut by val_fraction / test_fraction (largest remainders; every split with a
@@ -52,6 +65,7 @@ positive fraction gets one patient of each class when a class has enough patient
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +87,7 @@ EXTRA_PAIR_COLUMNS = ("SCT_LONG_DIA_follow", "SCT_PERP_DIA_follow", "interval_gr
                       "label_basis", "cancyr")
 EXCLUDED_COLUMNS = ("table", "pid", "study_yr", "sct_ab_num", "nodule_id", "pair_id", "rule", "reason")
 COUNT_COLUMNS = ("split", "pairs", "subjects", "malignant", "benign")
+COUNTED_RULES = ("nodule_size", "test_pair_limit")  # the paper-cohort rules with an "excluded: <rule>" count row
 # NLST lobe code -> cancer-location columns that count as the same lobe.
 LOBE_CANCER_COLUMNS = {1: ("locrup",), 2: ("locrmid",), 3: ("locrlow",), 4: ("loclup", "loclin"),
                        5: ("loclup", "loclin"), 6: ("locllow",)}
@@ -292,21 +307,42 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
                          "and leave a positive training fraction")
 
 
-def _limit_test_pairs(pairs: pd.DataFrame, limit: int, out: _Exclusions) -> pd.DataFrame:
-    """Keep `limit` pairs per test patient: malignant first, then earliest screen, then largest nodule."""
-    order = pairs.sort_values(["label", "study_yr_base", "sct_long_dia", "nodule_id"],
-                              ascending=[False, True, False, True])
-    rank = order.groupby("pid").cumcount().reindex(pairs.index)
-    dropped = (pairs["split"] == "test") & (rank >= limit)
-    out.add("pairs", pairs[dropped].assign(pair_id=_pair_ids).rename(
-        columns={"study_yr_base": "study_yr", "sct_ab_num_base": "sct_ab_num"}),
-            "test_pair_limit", f"test patient has more than max_test_pairs_per_subject={limit} pairs")
-    return pairs[~dropped]
+def _size_check(pairs: pd.DataFrame, size_mm: Sequence[float]) -> Check:
+    """nodule_size: the baseline long diameter as recorded, inside [low, high] mm."""
+    low, high = size_mm
+    bounds = f"[{low:g}, {high:g}]"
+    diameter = pd.to_numeric(pairs["sct_long_dia"]).astype("Float64")
+    reason = ("baseline long diameter " + diameter.map(lambda v: f"{v:g}", na_action="ignore").astype("string")
+              + f" mm outside {bounds}").fillna(
+        "baseline " + describe_missing(pairs, "sct_long_dia") + f", so the size range {bounds} cannot be checked")
+    return "nodule_size", diameter.isna() | (diameter < low) | (diameter > high), reason
 
 
-def _counts(pairs: pd.DataFrame) -> pd.DataFrame:
+def _draw_key(pair_ids: pd.Series, seed: int) -> pd.Series:
+    """A seeded hash per pair_id: an order blind to label, record and image, the same on every machine."""
+    return pair_ids.map(lambda pair_id: hashlib.blake2b(f"{seed}:{pair_id}".encode(), digest_size=8).hexdigest())
+
+
+def _limit_test_pairs(pairs: pd.DataFrame, limit: int, seed: int,
+                      out: _Exclusions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep `limit` pairs per test subject, smallest `_draw_key` first; (kept, dropped)."""
+    ids = _pair_ids(pairs)
+    rank = pairs.assign(key=_draw_key(ids, seed)).sort_values(["pid", "key"]).groupby("pid").cumcount()
+    dropped = (pairs["split"] == "test") & (rank.reindex(pairs.index) >= limit)
+    kept_ids = pairs.loc[dropped, "pid"].map(ids[~dropped].groupby(pairs["pid"]).agg(", ".join))
+    plural = "" if limit == 1 else "s"
+    out.add("pairs", pairs[dropped].assign(pair_id=ids[dropped]).rename(
+        columns={"study_yr_base": "study_yr", "sct_ab_num_base": "sct_ab_num"}), "test_pair_limit",
+            f"test subject already gives {limit} pair{plural}, " + kept_ids.astype("string")
+            + f" (max_test_pairs_per_subject = {limit})")
+    return pairs[~dropped], pairs[dropped]
+
+
+def _counts(pairs: pd.DataFrame, dropped: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per split and in total, then the pairs each of COUNTED_RULES dropped."""
     rows = []
-    for split, part in [*((s, pairs[pairs["split"] == s]) for s in SPLITS), ("total", pairs)]:
+    for split, part in [*((s, pairs[pairs["split"] == s]) for s in SPLITS), ("total", pairs),
+                        *((f"excluded: {rule}", dropped[rule]) for rule in COUNTED_RULES)]:
         rows.append({"split": split, "pairs": len(part), "subjects": part["pid"].nunique(),
                      "malignant": int((part["label"] == 1).sum()), "benign": int((part["label"] == 0).sum())})
     return pd.DataFrame(rows, columns=list(COUNT_COLUMNS))
@@ -345,7 +381,8 @@ def select_cohort(prsn: pd.DataFrame, sctabn: pd.DataFrame, sctabnc: pd.DataFram
                   val_fraction: float = 0.15, test_fraction: float = 0.30, seed: int = 23,
                   follow_up_years: int = 1, baseline_years: Sequence[int] | None = None,
                   required_fields: Sequence[str] = EHR_FEATURES, require_link_confirmation: bool = False,
-                  cancer_other_lobe: str = "exclude", max_test_pairs_per_subject: int | None = None,
+                  cancer_other_lobe: str = "exclude", nodule_size_mm: Sequence[float] | None = (4, 30),
+                  max_test_pairs_per_subject: int | None = 1,
                   require_both_classes: bool = True, name_relatives: bool = False) -> CohortSelection:
     """Pairs, counts and exclusions of the cohort (rules in the module docstring).
 
@@ -361,6 +398,8 @@ def select_cohort(prsn: pd.DataFrame, sctabn: pd.DataFrame, sctabnc: pd.DataFram
         raise ValueError(f"cancer_other_lobe={cancer_other_lobe!r} must be 'exclude' or 'benign'")
     if max_test_pairs_per_subject is not None and max_test_pairs_per_subject < 1:
         raise ValueError(f"max_test_pairs_per_subject={max_test_pairs_per_subject} must be >= 1 or None")
+    if nodule_size_mm is not None and not (len(nodule_size_mm) == 2 and 0 <= nodule_size_mm[0] <= nodule_size_mm[1]):
+        raise ValueError(f"nodule_size_mm={nodule_size_mm} must be [low, high] with 0 <= low <= high, or None")
     prsn, sctabn, sctabnc, locations = (clean_nlst_table(frame, kind) for frame, kind in
                                         ((prsn, "prsn"), (sctabn, "sctabn"), (sctabnc, "sctabnc"),
                                          (locations, "locations")))
@@ -386,7 +425,8 @@ def select_cohort(prsn: pd.DataFrame, sctabn: pd.DataFrame, sctabnc: pd.DataFram
                        column + "=" + codes.astype("string") + " ("
                        + codes.map(NLST_CODES[column]).astype("string") + ") has no word in Table 2"))
     pairs["label"], pairs["label_basis"], label_checks = _label(pairs, follow_up_years, cancer_other_lobe)
-    pairs["rule"], pairs["reason"] = _first_failures(pairs, checks + label_checks)
+    size_checks = [] if nodule_size_mm is None else [_size_check(pairs, nodule_size_mm)]
+    pairs["rule"], pairs["reason"] = _first_failures(pairs, checks + label_checks + size_checks)
     failed = pairs[pairs["rule"].notna()].assign(pair_id=_pair_ids).rename(
         columns={"study_yr_base": "study_yr", "sct_ab_num_base": "sct_ab_num"})
     for name, group in failed.groupby("rule", sort=False):
@@ -394,8 +434,9 @@ def select_cohort(prsn: pd.DataFrame, sctabn: pd.DataFrame, sctabnc: pd.DataFram
     kept = pairs[pairs["rule"].isna()].copy()
     kept["split"] = kept["pid"].map(split_patients(kept, val_fraction=val_fraction, test_fraction=test_fraction,
                                                    seed=seed))
+    dropped = {rule: pairs[_flag(pairs["rule"].eq(rule))] for rule in COUNTED_RULES}
     if max_test_pairs_per_subject is not None:
-        kept = _limit_test_pairs(kept, max_test_pairs_per_subject, out)
+        kept, dropped["test_pair_limit"] = _limit_test_pairs(kept, max_test_pairs_per_subject, seed, out)
     candidates = pairs.groupby("pid").size()
     lost = prsn[~prsn["pid"].isin(kept["pid"])]
     out.add("prsn", lost, "no_pair", ("all " + lost["pid"].map(candidates).astype("Int64").astype("string")
@@ -404,7 +445,7 @@ def select_cohort(prsn: pd.DataFrame, sctabn: pd.DataFrame, sctabnc: pd.DataFram
     result = _pairs_frame(kept, name_relatives)
     positive = [s for s, f in zip(SPLITS, (1.0, val_fraction, test_fraction)) if f > 0]
     check_splits(result, splits=positive, require_both_classes=require_both_classes)
-    return CohortSelection(pairs=result, counts=_counts(result), excluded=out.frame())
+    return CohortSelection(pairs=result, counts=_counts(result, dropped), excluded=out.frame())
 
 
 def write_cohort(selection: CohortSelection, out_dir: str | Path) -> dict[str, Path]:

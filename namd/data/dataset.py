@@ -1,13 +1,15 @@
 """Torch datasets over the data stage's outputs (pairs.csv + crops.npz [+ cached latents]).
 
 Every model reads its data through `Cohort`: one place that aligns crops and latents with the
-pairs table by pair_id, standardises the record with training-split statistics only, and hands
-out batches in the dict shape `namd.methods.base.GenerativeMethod` documents.
+pairs table by pair_id, standardises the record with training-split statistics only (those of the
+train/val table for a test-only one), and hands out batches in the dict shape
+`namd.methods.base.GenerativeMethod` documents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -44,35 +46,66 @@ def _followup_view(pairs: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
+@dataclass(frozen=True)
+class RecordStats:
+    """Training-split statistics that standardise the record: EHR z-scores and log-diameter z-scores.
+
+    A test-only pairs table has no training rows, so its cohort takes these from the train/val table.
+    """
+
+    ehr_mean: np.ndarray
+    ehr_std: np.ndarray
+    diameters: dict[str, tuple[float, float]]
+
+    @classmethod
+    def of_training_rows(cls, pairs: pd.DataFrame) -> "RecordStats | None":
+        """Statistics of the table's training rows; None when it has none."""
+        train = pairs[pairs["split"] == "train"]
+        if train.empty:
+            return None
+        ehr, _ = ehr_numeric(train)
+        std = ehr.std(0)
+        return cls(ehr.mean(0), np.where(std > 0, std, 1.0), nodule_feature_stats(train))
+
+    def ehr(self, pairs: pd.DataFrame) -> np.ndarray:
+        values, _ = ehr_numeric(pairs)
+        return ((values - self.ehr_mean) / self.ehr_std).astype(np.float32)
+
+
+def _read_pairs(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"pair_id": str, "nodule_id": str, "pid": str})
+
+
 @dataclass
 class Cohort:
-    """All pairs of the cohort with their images, record and labels as tensors."""
+    """Pairs of the cohort with their images, record and labels as tensors.
+
+    The standardised record (`ehr`, `features`, `features_followup`) is computed on first use, so a
+    test-only cohort loaded without training statistics still serves its images and labels.
+    """
 
     pairs: pd.DataFrame
     baseline: torch.Tensor
     followup: torch.Tensor
     labels: torch.Tensor
-    ehr: torch.Tensor
-    features: torch.Tensor
-    features_followup: torch.Tensor
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    stats: RecordStats | None
+    source: str
 
     @classmethod
-    def load(cls, pairs_csv: str | Path, crops_npz: str | Path, latents: dict[str, str | Path] | None = None) -> "Cohort":
-        pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str, "nodule_id": str, "pid": str})
+    def load(cls, pairs_csv: str | Path, crops_npz: str | Path, latents: dict[str, str | Path] | None = None, *,
+             stats_pairs: str | Path | None = None) -> "Cohort":
+        """The pairs of `pairs_csv` that have crops; the record is standardised with the training
+        rows of `stats_pairs` (the train/val pairs.csv, for a test-only table), else of `pairs_csv`."""
+        pairs = _read_pairs(pairs_csv)
         crops = load_crops(crops_npz)
         pairs = pairs[pairs["pair_id"].isin(set(crops["pair_id"].tolist()))].reset_index(drop=True)
         if pairs.empty:
             raise CohortDataError(f"{crops_npz}: no pair of {pairs_csv} has a crop")
         index = _aligned(crops["pair_id"], pairs["pair_id"], crops_npz)
-        train = pairs[pairs["split"] == "train"]
-        if train.empty:
-            raise CohortDataError(f"{pairs_csv}: the training split is empty")
-        stats = nodule_feature_stats(train)
-        ehr, _ = ehr_numeric(pairs)
-        train_mask = (pairs["split"] == "train").to_numpy()
-        mean, std = ehr[train_mask].mean(0), ehr[train_mask].std(0)
-        ehr = (ehr - mean) / np.where(std > 0, std, 1.0)
+        stats = RecordStats.of_training_rows(pairs if stats_pairs is None else _read_pairs(stats_pairs))
+        if stats is None and stats_pairs is not None:
+            raise CohortDataError(f"{stats_pairs}: the training split is empty")
         cached = {}
         for name, path in (latents or {}).items():
             with np.load(path, allow_pickle=False) as data:
@@ -83,11 +116,28 @@ class Cohort:
             baseline=torch.from_numpy(crops["baseline"][index]),
             followup=torch.from_numpy(crops["followup"][index]),
             labels=torch.tensor(pairs["label"].to_numpy(dtype=np.float32)),
-            ehr=torch.from_numpy(ehr.astype(np.float32)),
-            features=torch.from_numpy(nodule_features(pairs, stats)),
-            features_followup=torch.from_numpy(nodule_features(_followup_view(pairs), stats)),
             latents=cached,
+            stats=stats,
+            source=str(pairs_csv),
         )
+
+    def _stats(self) -> RecordStats:
+        if self.stats is None:
+            raise CohortDataError(f"{self.source}: the training split is empty, so the record cannot be "
+                                  "standardised; load a test-only table with stats_pairs=<train/val pairs.csv>")
+        return self.stats
+
+    @cached_property
+    def ehr(self) -> torch.Tensor:
+        return torch.from_numpy(self._stats().ehr(self.pairs))
+
+    @cached_property
+    def features(self) -> torch.Tensor:
+        return torch.from_numpy(nodule_features(self.pairs, self._stats().diameters))
+
+    @cached_property
+    def features_followup(self) -> torch.Tensor:
+        return torch.from_numpy(nodule_features(_followup_view(self.pairs), self._stats().diameters))
 
     @property
     def image_size(self) -> int:

@@ -8,26 +8,9 @@ files per participant and screen. Everything after cohort selection cannot tell 
 The biology is chosen so the science has a signal to find:
 
 * Malignancy per nodule is drawn from the Brock University (PanCan) full logistic model
-  (McWilliams et al., "Probability of cancer in pulmonary nodules detected on first screening CT",
-  NEJM 2013;369:910-919, model 2b), with the intercept re-fitted so that the malignant fraction of
-  the simulated nodules equals ``target_malignant_fraction`` (NLST-derived cohorts are enriched
-  compared with PanCan's ~5 %). Coefficients (logit scale):
-
-  ====================================  ==========
-  term                                  coefficient
-  ====================================  ==========
-  intercept (replaced by calibration)   -6.7892
-  age, per year above 62                 0.0287
-  female sex                             0.6011
-  family history of lung cancer          0.2961
-  emphysema                              0.2953
-  size: (diameter_mm/10)**-0.5 - 1.5811  -5.3854
-  ground-glass (non-solid)              -0.1276
-  part-solid                             0.377
-  upper lobe (RUL, LUL)                  0.6581
-  nodule count, per nodule above 4      -0.0824
-  spiculation                            0.7729
-  ====================================  ==========
+  (`namd.data.brock`: McWilliams et al., NEJM 2013, full model with spiculation), with the
+  intercept re-fitted so that the malignant fraction of the simulated nodules equals
+  ``target_malignant_fraction`` (NLST-derived cohorts are enriched compared with PanCan's ~5 %).
 
 * Growth follows a volume-doubling time (VDT): malignant nodules double in ~100-400 days (slower
   when ground-glass), gain solid component and tend to turn spiculated or poorly defined; benign
@@ -58,33 +41,18 @@ from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage, optimize, special
 from tqdm import tqdm
 
+from namd.data.brock import GROUND_GLASS, PART_SOLID, SOLID, UPPER_LOBES, brock_linear_predictor
 from namd.data.dicom_write import derived_uid, write_ct_series
 
-SOLID, GROUND_GLASS, PART_SOLID = 1, 2, 3
 SPICULATED, SMOOTH, POORLY_DEFINED = 1, 2, 3
 NODULE, MICRONODULE, CALCIFIED_NODULE = 51, 52, 53
 OTHER_FINDINGS = tuple(range(54, 66))
-UPPER_LOBES = (1, 4)
 MAX_SHIFT_PX = 3  # patient repositioning between screens
 RIGHT_LOBES = (1, 2, 3)
 LOBE_PROBABILITIES = {1: 0.28, 2: 0.08, 3: 0.19, 4: 0.23, 5: 0.05, 6: 0.17}
 CANCER_LOCATION_COLUMNS = {1: "locrup", 2: "locrmid", 3: "locrlow", 4: "loclup", 5: "loclin", 6: "locllow"}
 FAMILY_COLUMNS = ("famfather", "fammother", "fambrother", "famsister", "famchild")
 FAMILY_PREVALENCE = (0.14, 0.07, 0.08, 0.05, 0.02)
-
-BROCK_FULL_MODEL = {
-    "intercept": -6.7892,
-    "age_minus_62": 0.0287,
-    "female": 0.6011,
-    "family_history": 0.2961,
-    "emphysema": 0.2953,
-    "size_transform": -5.3854,
-    "ground_glass": -0.1276,
-    "part_solid": 0.377,
-    "upper_lobe": 0.6581,
-    "count_minus_4": -0.0824,
-    "spiculation": 0.7729,
-}
 
 PRSN_COLUMNS = [
     "pid",
@@ -160,38 +128,6 @@ TRUTH_COLUMNS = [
 
 
 # ----------------------------------------------------------------------------- risk model
-
-
-def brock_linear_predictor(
-    *,
-    age: np.ndarray,
-    female: np.ndarray,
-    family_history: np.ndarray,
-    emphysema: np.ndarray,
-    diameter_mm: np.ndarray,
-    attenuation: np.ndarray,
-    upper_lobe: np.ndarray,
-    nodule_count: np.ndarray,
-    spiculated: np.ndarray,
-) -> np.ndarray:
-    """Brock full-model logit without its intercept (so a cohort can re-fit the intercept)."""
-    c = BROCK_FULL_MODEL
-    diameter_mm = np.asarray(diameter_mm, dtype=float)
-    if (diameter_mm <= 0).any():
-        raise ValueError("brock_linear_predictor: diameter_mm must be positive")
-    attenuation = np.asarray(attenuation)
-    return (
-        c["age_minus_62"] * (np.asarray(age, dtype=float) - 62.0)
-        + c["female"] * np.asarray(female, dtype=float)
-        + c["family_history"] * np.asarray(family_history, dtype=float)
-        + c["emphysema"] * np.asarray(emphysema, dtype=float)
-        + c["size_transform"] * ((diameter_mm / 10.0) ** -0.5 - 1.58113883)
-        + c["ground_glass"] * (attenuation == GROUND_GLASS)
-        + c["part_solid"] * (attenuation == PART_SOLID)
-        + c["upper_lobe"] * np.asarray(upper_lobe, dtype=float)
-        + c["count_minus_4"] * (np.asarray(nodule_count, dtype=float) - 4.0)
-        + c["spiculation"] * np.asarray(spiculated, dtype=float)
-    )
 
 
 def calibrated_intercept(linear_predictor: np.ndarray, target_fraction: float) -> float:

@@ -4,7 +4,9 @@ The real metrics are lpips' AlexNet LPIPS and pytorch-fid's Inception FID, whose
 weights are read from torch hub's cache ($TORCH_HOME/hub/checkpoints); nothing is downloaded.
 When a cache file is absent, a stand-in computed on the project's evaluation classifier is
 returned under its own name (never "LPIPS" or "FID") so the table cannot pass it off as the
-paper's metric.
+paper's metric. The evaluator is an ensemble; the stand-ins use member 0's features
+(`ClassifierEnsemble.embed`), since features of independently trained members live in unrelated
+coordinates and their mean would describe no network.
 """
 
 from __future__ import annotations

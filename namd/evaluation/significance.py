@@ -8,7 +8,7 @@ p-bar of Sec. 4.3), so every row contributes one score per pair.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,10 +138,13 @@ def compare_rows(
     correction: str = "holm",
     n_boot: int = 2000,
     seed: int = 23,
+    partial_rows: Collection[str] = (),
 ) -> pd.DataFrame:
     """AUROC of each row's seed-mean probability, bootstrap CI, and DeLong z/p against the reference.
 
-    All rows must score the same pairs with the same labels (DeLong pairs the cases). With
+    All rows must score the same pairs with the same labels (DeLong pairs the cases), except the
+    rows named in partial_rows (a clinical score that a missing record field keeps from some
+    pairs): they may score a subset of the reference's pairs and are compared on it. With
     correction="holm" the p-values of the comparisons against the reference are Holm-adjusted as
     one family; `significant` is p_adjusted < alpha. The reference row gets NaN z/p.
     """
@@ -156,21 +159,23 @@ def compare_rows(
     pair_ids = ref.index.sort_values()
     for name, table in means.items():
         only_here, only_ref = set(table.index) - set(ref.index), set(ref.index) - set(table.index)
-        if only_here or only_ref:
+        if only_here or (only_ref and name not in partial_rows):
             raise EvaluationInputError(
                 f"compare_rows: row {name!r} and reference {reference!r} score different pairs; "
                 f"only in {name!r}: {format_ids(only_here) or '-'}; only in {reference!r}: {format_ids(only_ref) or '-'}"
             )
-        clash = table.loc[pair_ids, "label"].to_numpy() != ref.loc[pair_ids, "label"].to_numpy()
+        common = table.index.sort_values()
+        clash = table.loc[common, "label"].to_numpy() != ref.loc[common, "label"].to_numpy()
         if clash.any():
             raise EvaluationInputError(
-                f"compare_rows: row {name!r} labels pair(s) {format_ids(pair_ids[clash])} differently from {reference!r}"
+                f"compare_rows: row {name!r} labels pair(s) {format_ids(common[clash])} differently from {reference!r}"
             )
-    labels = ref.loc[pair_ids, "label"].to_numpy()
-    ref_scores = ref.loc[pair_ids, "prob"].to_numpy()
     lines = []
     for name, df in probs_by_row.items():
-        scores = means[name].loc[pair_ids, "prob"].to_numpy()
+        common = pair_ids[pair_ids.isin(means[name].index)]
+        labels = ref.loc[common, "label"].to_numpy()
+        ref_scores = ref.loc[common, "prob"].to_numpy()
+        scores = means[name].loc[common, "prob"].to_numpy()
         low, high = bootstrap_auroc_ci(labels, scores, n_boot=n_boot, seed=seed, alpha=alpha)
         if name == reference:
             auroc, z, p = fast_delong(labels, scores)[0][0], np.nan, np.nan
@@ -180,7 +185,7 @@ def compare_rows(
         lines.append(
             {
                 "row": name,
-                "n_pairs": len(pair_ids),
+                "n_pairs": len(common),
                 "n_seeds": int(pd.Series(df["seed"]).nunique()),
                 "auroc": float(auroc),
                 "ci_low": low,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from namd.evaluation.metrics import FID_NAME, LPIPS_NAME, EvaluationInputError, summarise
+from namd.io import atomic_output
 
 if TYPE_CHECKING:  # image_metrics pulls in torch; the table itself does not need it
     from namd.evaluation.image_metrics import ImageMetricResult
@@ -218,10 +219,20 @@ def significance_note(significance: pd.DataFrame, alpha: float = 0.05) -> str:
     def listing(frame: pd.DataFrame) -> str:
         return ", ".join(f"{latex_escape(r.row)} ({_format_p(r.p_adjusted)})" for r in frame.itertuples()) or "none"
 
+    n_all = int(significance["n_pairs"].max())
+    partial = compared[compared["n_pairs"] < n_all]
+    subsets = (
+        " Rows scoring fewer pairs are compared with "
+        f"{latex_escape(reference)} on the pairs they score: "
+        + ", ".join(f"{latex_escape(r.row)} ({r.n_pairs} of {n_all})" for r in partial.itertuples())
+        + "."
+        if len(partial)
+        else ""
+    )
     return (
         f"AUROC vs {latex_escape(reference)}, two-sided DeLong test on seed-mean probabilities "
         f"({adjusted}p, $\\alpha$ = {alpha}): significant: {listing(compared[compared['significant']])}; "
-        f"not significant: {listing(compared[~compared['significant']])}."
+        f"not significant: {listing(compared[~compared['significant']])}.{subsets}"
     )
 
 
@@ -230,8 +241,10 @@ def footnotes(
     metric_notes: Mapping[str, str] | None = None,
     significance: pd.DataFrame | None = None,
     alpha: float = 0.05,
+    extra_notes: Sequence[str] = (),
 ) -> list[str]:
-    """K, what each stand-in metric is (a note is required for each), and the significance sentence."""
+    """K, what each stand-in metric is (a note is required for each), the significance sentence, then
+    extra_notes: LaTeX-ready lines from the caller (escape plain text with `latex_escape`)."""
     notes = []
     stochastic = table[table["n_seeds"] > 1]
     if len(stochastic):
@@ -255,7 +268,7 @@ def footnotes(
                 f"footnotes: significance rows {unknown} are not methods of the table {list(table['method'])}"
             )
         notes.append(significance_note(significance, alpha))
-    return notes
+    return notes + list(extra_notes)
 
 
 def to_latex(
@@ -267,6 +280,7 @@ def to_latex(
     alpha: float = 0.05,
     decimals: int = 3,
     label: str = "tab:table1",
+    extra_notes: Sequence[str] = (),
 ) -> str:
     """Write the booktabs table (needs \\usepackage{booktabs}) and return its text."""
     names = column_metric_names(table)
@@ -305,15 +319,17 @@ def to_latex(
             cells = [_cell(row[f"{k}_mean"], row[f"{k}_std"], row[f"{k}_mark"], decimals) for k in METRIC_KEYS]
             lines.append(" & ".join([method, *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
-    notes = footnotes(table, metric_notes, significance, alpha)
+    notes = footnotes(table, metric_notes, significance, alpha, extra_notes)
     if notes:
         lines += ["\\par\\smallskip", "{\\footnotesize", *(f"{note}\\par" for note in notes), "}"]
     lines.append("\\end{table}")
     text = "\n".join(lines) + "\n"
-    Path(path).write_text(text, encoding="utf-8")
+    with atomic_output(path) as handle:
+        handle.write(text.encode("utf-8"))
     return text
 
 
 def to_csv(table: pd.DataFrame, path: str | Path) -> None:
     """Same numbers at full precision, with the rank marks and metric names as columns."""
-    table.drop(columns=["latex_method"]).to_csv(path, index=False)
+    with atomic_output(path) as handle:
+        table.drop(columns=["latex_method"]).to_csv(handle, index=False)

@@ -23,14 +23,14 @@ _MODULES: dict[str, str] = {
 
 #: trained models a method starts from, besides the data: "vae" (its VAE, whose cached latents
 #: it trains on; which VAE is the method's `vae` config key), "ldm_unconditional" (the
-#: unconditional diffusion stage on that VAE's latents) and "perceptual" (the evaluation
-#: classifier, a frozen feature network for a perceptual loss)
+#: unconditional diffusion stage on that VAE's latents) and "perceptual" (a frozen feature
+#: network for a perceptual loss: rule train_perceptual's, never the evaluation classifier)
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "namd": ("vae", "ldm_unconditional"),
     "namd_unaligned": ("vae", "ldm_unconditional"),
     "mcwgan": ("perceptual",),
     "flux": ("vae",),
-    "sd15": ("vae",),
+    "sd15": ("vae", "ldm_unconditional"),
 }
 
 #: methods built on NAMD's latent-diffusion settings (the config's `ldm` section)

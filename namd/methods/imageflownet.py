@@ -24,13 +24,14 @@ model), `src/nn/nn_utils.py` (PPODEfunc, SDEFunc, SDEBlock) and `src/train_2pt_a
 Deviations (CPU scaling): crops are 32x32 (not 256), so the encoder stops at 4x4 (base 32
 channels, multipliers 1, 2, 2, 4, self-attention only at 4x4 and in the middle block: a 1x1
 bottleneck would break InstanceNorm). A short CPU run may never reach the PSNR threshold, which
-would leave the flows untrained, so (b) also switches on at step `flow_start_step` whatever the
-PSNR. The source trains with batch 1 and 64-step gradient accumulation and keeps an EMA (0.9)
-of the weights; here batches are real batches and there is no EMA (at decay 0.9 it changes
-little). The optional latent regularisers of the source (ConvNeXt / SimSiam) are off, as in its
-default. Euler-Maruyama takes ceil(horizon / dt) equal steps (torchsde shortens the last one
-instead; identical when dt divides the horizon, as with the defaults). The CPU default's dt is
-coarser than the source's 0.05 (see `DEFAULTS`) to fit the training budget.
+would leave the flows untrained, so (b) also switches on after `flow_start_fraction` of the run's
+optimisation steps (the training budget, `namd.budget`) whatever the PSNR. The source trains with
+batch 1 and 64-step gradient accumulation and keeps an EMA (0.9) of the weights; here batches
+are real batches and there is no EMA (at decay 0.9 it changes little). The optional latent
+regularisers of the source (ConvNeXt / SimSiam) are off, as in its default. Euler-Maruyama
+takes ceil(horizon / dt) equal steps (torchsde shortens the last one instead; identical when dt
+divides the horizon, as with the defaults). The CPU default's dt is coarser than the source's
+0.05 (see `DEFAULTS`) to fit the training budget.
 
 Randomness at generation is only the Brownian increments: each (pair, seed) sample draws them,
 step by step, from its own generator (`namd.sampling.sample_generators`), so a sample does not
@@ -70,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "smoothness_weight": 0.1,  # drift-weight penalty (source README 0.1; its plain SDE command uses 0)
     "input_noise": 0.1,  # inputs get U(0, input_noise) x N(0, 1) noise during training (source 0.1)
     "psnr_threshold": 25.0,  # validation reconstruction PSNR that switches on the flow loss (source 25)
-    "flow_start_step": 30,  # ... or this optimisation step, whichever comes first (CPU deviation)
+    "flow_start_fraction": 0.25,  # ... or after this share of the run's steps, whichever comes first (CPU deviation)
     "lr": 1e-3,  # AdamW learning rate (source 1e-4 over 120 epochs; larger for a short CPU run)
     "weight_decay": 0.01,  # AdamW weight decay (torch default, as in the source)
     "warmup_fraction": 0.1,  # linear warm-up share of the steps before cosine decay (source 1/10)
@@ -227,6 +228,7 @@ class ImageFlowNetSDE(GenerativeMethod):
         # 1 once phase (b) is on; a buffer so that it survives checkpoints and resume
         self.register_buffer("flow_on", torch.zeros((), dtype=torch.bool))
         self._val_psnr = [0.0, 0]  # sum and count of validation reconstruction PSNR since the last step
+        self._flow_start: int | None = None  # the step that switches phase (b) on, set by configure_schedulers
 
     # -- the model ----------------------------------------------------------------------------
     def flow(self, latents: Sequence[torch.Tensor], noise: Callable[[int], torch.Tensor] | None = None):
@@ -249,6 +251,8 @@ class ImageFlowNetSDE(GenerativeMethod):
                                            weight_decay=self.params["weight_decay"])}
 
     def configure_schedulers(self, optimizers: dict[str, torch.optim.Optimizer], total_steps: int) -> dict:
+        """Warm-up + cosine over the run; also places the step that switches phase (b) on."""
+        self._flow_start = round(self.params["flow_start_fraction"] * total_steps)
         warmup = int(self.params["warmup_fraction"] * total_steps)
         return {"adamw": get_cosine_schedule_with_warmup(optimizers["adamw"], warmup, max(total_steps, 1))}
 
@@ -280,12 +284,15 @@ class ImageFlowNetSDE(GenerativeMethod):
         return super().training_step(batch, optimizers, step, max_grad_norm)
 
     def _update_gate(self, step: int) -> None:
-        """Switch phase (b) on after a validation pass above the PSNR threshold, or at flow_start_step."""
+        """Switch phase (b) on after a validation pass above the PSNR threshold, or at the flow_start_fraction step."""
+        if self._flow_start is None:
+            raise RuntimeError(f"{self.name}: call configure_schedulers(optimizers, total_steps) before training "
+                               "(namd.training.fit does): the flow phase is placed by the run's length")
         total, count = self._val_psnr
         if count and total / count > self.params["psnr_threshold"]:
             self.flow_on.fill_(True)
         self._val_psnr = [0.0, 0]
-        if step >= self.params["flow_start_step"]:
+        if step >= self._flow_start:
             self.flow_on.fill_(True)
 
     @torch.no_grad()

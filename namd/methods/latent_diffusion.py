@@ -2,8 +2,10 @@
 
 An epsilon-prediction U-Net (diffusers UNet2DConditionModel) on a frozen VAE's latents: the
 baseline latent is channel-concatenated with the noisy follow-up latent (8 input channels) and
-the report enters through cross-attention (paper Section 3.3.2, Eq. 10; Appendix B). Subclasses
-say how the report becomes the context C and where the U-Net starts from.
+the report enters through cross-attention (paper Section 3.3.2, Eq. 10; Appendix B). Every member
+starts from the unconditional stage (Eq. 9) on its own VAE's latents, widened to 8 input channels
+with zero weights for the baseline latent, so it spends the budget's pretrain_steps there and
+paired_steps here (`namd.budget`). Subclasses say how the report becomes the context C.
 
 Saved with the ecosystem's own formats: `unet/` and `scheduler/` load with plain
 `UNet2DConditionModel.from_pretrained` / `DDPMScheduler.from_pretrained`.
@@ -19,7 +21,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
-from namd.models.unet import denoising_loss, load_unet, noise_scheduler
+from namd.models.unet import denoising_loss, load_unet, noise_scheduler, widen_conv_in
 from namd.models.frozen import load_frozen_vae
 from namd.models.vae import decode_latents
 from namd.sampling import ddim_sample
@@ -55,8 +57,17 @@ class LatentDiffusionMethod(GenerativeMethod):
         """C for a batch of reports: (B, tokens, D), fed to cross-attention."""
         raise NotImplementedError
 
-    def initial_unet(self):
+    def context_dim(self) -> int:
+        """D of report_context's output: the width the stage-1 U-Net's cross-attention must have."""
         raise NotImplementedError
+
+    def initial_unet(self):
+        stage1 = self.context.upstream.get("ldm_unconditional")
+        if not stage1:
+            raise ValueError(f"{self.name}: needs the unconditional stage's U-Net (context.upstream['ldm_unconditional'])")
+        unet = load_unet(Path(stage1) / "unet", in_channels=self.params["latent_channels"],
+                         cross_attention_dim=self.context_dim())
+        return widen_conv_in(unet, extra_channels=self.params["latent_channels"])
 
     def save_text_encoder(self, out_dir: Path) -> None:
         """Only what training changed; the frozen LLM is reloaded from its own source."""

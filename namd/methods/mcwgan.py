@@ -17,8 +17,11 @@ Deviations, and why:
 - The source's perceptual loss uses the last hidden layer of a pretrained, modified ResNet-18
   whose weights are not public. Here it uses the last hidden layer (timm pre-logits) of a frozen
   network passed in as `context.upstream["perceptual"]` (a folder written by timm's
-  `save_for_hf`, i.e. the project's evaluation classifier). Without one the term is off
-  (lambda_perc = 0), which is logged and written to `card_notes`; a random network is never used.
+  `save_for_hf`): in the workflow, the small timm ResNet of `namd.models.perceptual`, trained on
+  the training split's real crops to predict the label and the nodule features. It is never the
+  evaluation classifier, which scores Table 1 and the image metrics: McWGAN would then be
+  trained against its own judge. Without one the term is off (lambda_perc = 0), which is logged
+  and written to `card_notes`; a random network is never used.
 - Layer sizes and loss weights are not published: a CPU-sized U-Net and critic, and pix2pix-like
   weights (L1 x 100 against an adversarial weight of 1).
 - Each batch gives n_critic critic updates (fresh interpolates each) before one predictor update,
@@ -34,7 +37,6 @@ Generation is deterministic: G(x1), one output per pair whatever the seeds.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -44,6 +46,7 @@ from torch import nn
 from namd.methods import register
 from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
 from namd.methods.blocks import ConvUNet, StridedEncoder, merge_params, ssim
+from namd.models.perceptual import PerceptualFeatures
 from namd.training import apply_gradients
 
 LOG = logging.getLogger(__name__)
@@ -60,37 +63,6 @@ DEFAULTS: dict[str, Any] = {
     "lambda_ssim": 10.0,  # (1 - SSIM) loss weight
     "lambda_perc": 1.0,  # perceptual (feature MSE) weight; 0 when no perceptual network is given
 }
-
-
-class FrozenFeatures(nn.Module):
-    """Last hidden layer (pre-logits) of a frozen timm classifier, for images in [-1, 1].
-
-    Images are mapped to [0, 1] and normalised with the model's own data config (timm's
-    convention); grey crops are repeated when the model takes 3 channels.
-    """
-
-    def __init__(self, path: str | Path):
-        super().__init__()
-        import timm
-        from timm.data import resolve_data_config
-
-        path = Path(path)
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(
-                f"mcwgan: perceptual network {path} has no config.json (expected a folder written by timm's save_for_hf)"
-            )
-        self.net = timm.create_model(f"local-dir:{path}", pretrained=True).eval().requires_grad_(False)
-        config = resolve_data_config({}, model=self.net)
-        self.in_chans = int(config["input_size"][0])
-        self.register_buffer("mean", torch.tensor(config["mean"]).reshape(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config["std"]).reshape(1, -1, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images + 1) / 2
-        if self.in_chans != x.shape[1]:
-            x = x.expand(-1, self.in_chans, -1, -1)
-        x = (x - self.mean) / self.std
-        return self.net.forward_head(self.net.forward_features(x), pre_logits=True).flatten(1)
 
 
 class Critic(nn.Module):
@@ -148,7 +120,7 @@ class McWGAN(GenerativeMethod):
 
     def _perceptual(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         if "perceptual" not in self._loss_nets:
-            self._loss_nets["perceptual"] = FrozenFeatures(self.perceptual_path)
+            self._loss_nets["perceptual"] = PerceptualFeatures.load(self.perceptual_path)
         features = self._loss_nets["perceptual"].to(fake.device)
         return F.mse_loss(features(fake), features(real))
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from namd.methods import register
 from namd.methods.latent_diffusion import LatentDiffusionMethod
 from namd.models.text_encoder import SoftPromptContextEncoder
-from namd.models.unet import load_unet, widen_conv_in
 
 
 @register
@@ -36,13 +35,8 @@ class NAMD(LatentDiffusionMethod):
     def report_context(self, reports):
         return self.text(list(reports))
 
-    def initial_unet(self):
-        stage1 = self.context.upstream.get("ldm_unconditional")
-        if not stage1:
-            raise ValueError(f"{self.name}: needs the unconditional stage's U-Net (context.upstream['ldm_unconditional'])")
-        unet = load_unet(Path(stage1) / "unet", in_channels=self.params["latent_channels"],
-                         cross_attention_dim=self.text.context_dim)
-        return widen_conv_in(unet, extra_channels=self.params["latent_channels"])
+    def context_dim(self):
+        return self.text.context_dim
 
     def save_text_encoder(self, out_dir):
         self.text.save_soft_prompts(Path(out_dir) / "soft_prompts")

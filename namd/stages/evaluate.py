@@ -1,8 +1,9 @@
-"""Stage: the evaluation of Section 4.1.2 — one frozen classifier, every Table 1 row, the figures.
+"""Stage: the evaluation of Section 4.1.2 — image metrics, Table 1 and the figures.
 
-The classifier is trained once on real training-split crops and chosen on the validation split;
-every row of Table 1 is that same classifier applied to the row's test images. Probabilities are
-saved per pair and seed, so every number in the table can be recomputed from them.
+Every row is scored by the one frozen evaluator (namd.stages.classifier: an ensemble of ViT seeds
+trained on real trainval crops, chosen on validation) or, for the clinical reference rows, by a
+learning-free score of the record. Probabilities are saved per pair and seed, so every number in
+the table can be recomputed from them.
 """
 
 from __future__ import annotations
@@ -10,24 +11,25 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from namd.data.dataset import Cohort
-from namd.evaluation.classifier import MalignancyClassifier, build_classifier, real_pairs_dataset
+from namd.evaluation.classifier import load_classifier
 from namd.evaluation.image_metrics import image_quality
 from namd.evaluation.metrics import check_complete, diagnosis_metrics
 from namd.evaluation.significance import compare_rows
-from namd.evaluation.table import build_table1, row_result, to_csv, to_latex
+from namd.evaluation.clinical import CLINICAL_ROWS, table_notes
+from namd.evaluation.table import build_table1, latex_escape, row_result, to_csv, to_latex
 from namd.generate import load_generated
-from namd.training import TrainSettings, file_fingerprint, fit, write_history, write_model_card
 
 LOG = logging.getLogger(__name__)
 
-REAL_ROWS = {"real_baseline": "Real baseline LDCT", "real_followup": "Real follow-up LDCT"}
+REAL_ROWS = {"real_baseline": "Real baseline LDCT", "real_followup": "Real follow-up LDCT",
+             "brock": "Brock (PanCan) model", "lungrads_baseline": "Lung-RADS v2022 (baseline)",
+             "lungrads_followup": "Lung-RADS v2022 (real follow-up)"}
 #: Table 1's names of the generative rows
 TITLES = {
     "mcwgan": "McWGAN",
@@ -43,73 +45,13 @@ TITLES = {
 LATEX_TITLES = {"namd_unaligned": r"NAMD (w/o $\mathcal{L}_{\text{align}}$)"}
 
 
-def train_classifier(pairs_csv, crops_npz, out_dir, state_dir, params: dict, *, seed: int, device="cpu") -> dict:
-    cohort = Cohort.load(pairs_csv, crops_npz)
-
-    def split(name):
-        rows = cohort.indices(name)
-        return real_pairs_dataset(cohort.baseline[rows], cohort.followup[rows], cohort.labels[rows])
-
-    torch.manual_seed(seed)
-    model = build_classifier(image_size=cohort.image_size, patch_size=params["patch_size"],
-                             embed_dim=params["embed_dim"], depth=params["depth"], num_heads=params["num_heads"],
-                             pretrained=params.get("pretrained"), pretrained_file=params.get("pretrained_file"),
-                             drop_rate=params["drop_rate"])
-    module = MalignancyClassifier(model, lr=params["lr"], weight_decay=params["weight_decay"],
-                                  warmup_fraction=params["warmup_fraction"], augment=params["augment"])
-    fingerprint = file_fingerprint(pairs_csv, crops_npz)
-    settings = TrainSettings(epochs=params["epochs"], batch_size=params["batch_size"], seed=seed,
-                             max_grad_norm=1.0, identity={"params": params, "data": fingerprint})
-    result = fit(module, split("train"), split("val"), settings, state_dir, device=device)
-    out_dir = Path(out_dir)
-    module.save_pretrained(out_dir)
-    write_history(result, out_dir / "history.csv")
-    write_model_card(out_dir, name="evaluation classifier", config=params, result=result,
-                     data_fingerprint=fingerprint, seed=seed,
-                     description="timm ViT, benign/malignant, trained on real baseline and follow-up crops of the "
-                                 "training split; the one frozen classifier behind every Table 1 row.")
-    return {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss}
-
-
-def _probability_table(pair_ids, labels, seeds, probs: np.ndarray) -> pd.DataFrame:
-    """Long table (pair_id, seed, label, prob) from probs shaped (N, K)."""
-    n, k = probs.shape
-    return pd.DataFrame({
-        "pair_id": np.repeat(np.asarray(pair_ids, dtype=str), k),
-        "seed": np.tile(np.asarray(seeds), n),
-        "label": np.repeat(np.asarray(labels, dtype=int), k),
-        "prob": probs.reshape(-1),
-    })
-
-
-def classify_real(classifier_dir, pairs_csv, crops_npz, out_baseline, out_followup, *, device="cpu") -> None:
-    cohort = Cohort.load(pairs_csv, crops_npz)
-    classifier = MalignancyClassifier.from_pretrained(classifier_dir, device=device)
-    rows = cohort.indices("test")
-    ids, labels = cohort.pairs["pair_id"].to_numpy()[rows], cohort.labels.numpy()[rows]
-    for images, out in ((cohort.baseline, out_baseline), (cohort.followup, out_followup)):
-        probs = classifier.predict_proba(images[rows])
-        _probability_table(ids, labels, [0], probs[:, None]).to_csv(out, index=False)
-
-
-def classify_generated(classifier_dir, generated_npz, pairs_csv, out_csv, *, device="cpu") -> None:
-    pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str})
-    test = pairs[pairs["split"] == "test"]
-    generated = load_generated(generated_npz, expected_pair_ids=test["pair_id"])
-    classifier = MalignancyClassifier.from_pretrained(classifier_dir, device=device)
-    n, k = generated["images"].shape[:2]
-    probs = classifier.predict_proba(generated["images"].reshape(n * k, *generated["images"].shape[2:]))
-    labels = test.set_index("pair_id").loc[generated["pair_id"], "label"].to_numpy()
-    _probability_table(generated["pair_id"], labels, generated["seeds"], probs.reshape(n, k)).to_csv(out_csv, index=False)
-
-
 def image_metrics(method: str, classifier_dir, generated_npz, pairs_csv, crops_npz, out_csv, params: dict, *,
                   device="cpu") -> None:
     """LPIPS and FID of generated vs real follow-ups, or labelled stand-ins when weights are absent."""
     cohort = Cohort.load(pairs_csv, crops_npz)
     rows = cohort.indices("test")
     generated = load_generated(generated_npz, expected_pair_ids=cohort.pairs["pair_id"].to_numpy()[rows])
-    classifier = MalignancyClassifier.from_pretrained(classifier_dir, device=device)
+    classifier = load_classifier(classifier_dir, device=device)  # an ensemble's features are member 0's
     results = image_quality(
         method, generated["images"], generated["pair_id"], generated["seeds"].tolist(),
         cohort.followup[rows].numpy(), cohort.pairs["pair_id"].to_numpy()[rows],
@@ -138,21 +80,24 @@ def _image_results(path) -> dict:
 
 def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Mapping[str, tuple[str, bool]], pairs_csv, *,
                 seeds, reference: str, significance_params: dict, out_tex, out_csv, out_significance,
-                out_per_seed, seed: int) -> pd.DataFrame:
+                out_per_seed, seed: int, cohort_source: str = "nlst", extra_notes: Sequence[str] = ()) -> pd.DataFrame:
     """Table 1 from the saved probabilities and image metrics; bold/underline computed, never typed.
 
     `methods` maps each generative row to (Table 1 group, stochastic?); the real-image rows are
-    named in REAL_ROWS.
+    named in REAL_ROWS. A clinical row (CLINICAL_ROWS) may cover a subset of the test pairs (a
+    record lacking a field its score needs); its footnote says how many, and DeLong compares it
+    with the reference on the pairs it scores. extra_notes: LaTeX-ready footnote lines.
     """
     pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str})
     test_ids = pairs.loc[pairs["split"] == "test", "pair_id"]
     frames, rows, notes = {}, [], {}
-    per_seed = []
+    per_seed, coverage = [], {}
     for name, path in probs.items():
         frame = pd.read_csv(path, dtype={"pair_id": str})
         stochastic = name not in REAL_ROWS and methods[name][1]
         expected_seeds = list(seeds) if stochastic else [0]
-        check_complete(frame, test_ids, expected_seeds, name)
+        expected_ids = test_ids[test_ids.isin(frame["pair_id"])] if name in CLINICAL_ROWS else test_ids
+        check_complete(frame, expected_ids, expected_seeds, name)
         diagnosis = diagnosis_metrics(frame, name)
         per_seed.append(diagnosis)
         images = _image_results(image[name]) if name in image else None
@@ -163,11 +108,15 @@ def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Map
         group = "Real Image Baselines" if name in REAL_ROWS else methods[name][0]
         rows.append(row_result(title, group, diagnosis, images, latex_name=LATEX_TITLES.get(name)))
         frames[title] = frame
+        if name in CLINICAL_ROWS:
+            coverage[name] = (title, len(expected_ids), len(test_ids))
     table = build_table1(rows)
     significance = compare_rows(frames, reference=TITLES.get(reference, reference), alpha=significance_params["alpha"],
                                 correction=significance_params["correction"], n_boot=significance_params["n_boot"],
-                                seed=seed)
-    to_latex(table, out_tex, metric_notes=notes, significance=significance, alpha=significance_params["alpha"])
+                                seed=seed, partial_rows=[title for title, _, _ in coverage.values()])
+    clinical = [latex_escape(note) for note in table_notes(coverage, phantom=cohort_source == "phantom")]
+    to_latex(table, out_tex, metric_notes=notes, significance=significance, alpha=significance_params["alpha"],
+             extra_notes=clinical + list(extra_notes))
     to_csv(table, out_csv)
     significance.to_csv(out_significance, index=False)
     pd.concat(per_seed, ignore_index=True).to_csv(out_per_seed, index=False)

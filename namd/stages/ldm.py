@@ -1,8 +1,9 @@
-"""Stage: the unconditional latent diffusion model (paper Eq. 9), pre-training for NAMD.
+"""Stage: the unconditional latent diffusion model (paper Eq. 9), stage 1 of NAMD's latent family.
 
 The U-Net learns the marginal distribution of nodule latents (baselines and follow-ups alike,
-unpaired) with the null context, under Appendix B's warm-up + cosine schedule. Its cross-attention
-is sized for the LLM context of the conditional stage, which starts from these weights.
+unpaired) with the null context, under Appendix B's warm-up + cosine schedule, for the budget's
+`pretrain_steps` (`namd.budget`). Its cross-attention is sized for the LLM's width, so the paired
+stage of NAMD and of SD1.5 (whose report tokens have that width too) starts from these weights.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from namd.data.dataset import Cohort, ImageDataset
 from namd.methods.latent_diffusion import warmup_cosine
 from namd.models.frozen import llm_context_dim
 from namd.models.unet import build_unet, denoising_loss, noise_scheduler
-from namd.training import TrainableModule, TrainSettings, file_fingerprint, fit, write_history, write_model_card
+from namd.training import TrainableModule, budget_settings, file_fingerprint, fit, write_history, write_model_card
 
 
 class UnconditionalDiffusion(TrainableModule):
@@ -67,9 +68,7 @@ def train_unconditional(pairs_csv, crops_npz, latents_npz, out_dir, state_dir, p
     module = UnconditionalDiffusion(unet, noise_scheduler(**params["scheduler"]),
                                     (params["n_sets"], unet.config.cross_attention_dim), params["unconditional"])
     fingerprint = file_fingerprint(pairs_csv, latents_npz)
-    stage = params["unconditional"]
-    settings = TrainSettings(epochs=stage["epochs"], batch_size=stage["batch_size"], seed=seed,
-                             max_grad_norm=params["max_grad_norm"], identity={"params": params, "data": fingerprint})
+    settings = budget_settings(params, "ldm_unconditional", seed=seed, identity={"params": params, "data": fingerprint})
     result = fit(module, train, val, settings, state_dir, device=device)
     out_dir = Path(out_dir)
     module.save_pretrained(out_dir)

@@ -9,13 +9,14 @@ from namd.data.dataset import Cohort, PairDataset
 from namd.generate import generate_followups, save_generated
 from namd.methods import get_method
 from namd.methods.base import DataSpec, MethodContext
-from namd.training import TrainSettings, file_fingerprint, fit, write_history, write_model_card
+from namd.training import budget_settings, file_fingerprint, fit, write_history, write_model_card
 
 LOG = logging.getLogger(__name__)
 
 
-def _cohort(pairs_csv, crops_npz, latents_npz):
-    return Cohort.load(pairs_csv, crops_npz, latents={"vae": latents_npz} if latents_npz else None)
+def _cohort(pairs_csv, crops_npz, latents_npz, stats_pairs_csv=None):
+    return Cohort.load(pairs_csv, crops_npz, latents={"vae": latents_npz} if latents_npz else None,
+                       stats_pairs=stats_pairs_csv)
 
 
 def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, upstream: dict, out_dir, state_dir,
@@ -27,9 +28,7 @@ def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, ups
     method = get_method(name)(params, spec, context)
     inputs = [pairs_csv, crops_npz] + ([latents_npz] if latents_npz else [])
     fingerprint = file_fingerprint(*inputs)
-    settings = TrainSettings(epochs=params["epochs"], batch_size=params["batch_size"], seed=seed,
-                             max_grad_norm=params.get("max_grad_norm", 1.0),
-                             identity={"method": name, "params": params, "data": fingerprint})
+    settings = budget_settings(params, name, seed=seed, identity={"method": name, "params": params, "data": fingerprint})
     result = fit(method, PairDataset(cohort, "train"), PairDataset(cohort, "val"), settings, state_dir, device=device)
     LOG.info("%s: best epoch %d, validation loss %.5f", name, result.best_epoch, result.best_val_loss)
     out_dir = Path(out_dir)
@@ -41,8 +40,10 @@ def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, ups
 
 
 def generate_method(name: str, model_dir, pairs_csv, crops_npz, latents_npz, upstream: dict, out_npz, *,
-                    seeds, batch_size: int, seed: int, device="cpu", split: str = "test") -> None:
-    cohort = _cohort(pairs_csv, crops_npz, latents_npz)
+                    seeds, batch_size: int, seed: int, device="cpu", split: str = "test", stats_pairs_csv=None) -> None:
+    """Follow-ups of the `split` pairs; a test-only table takes its record statistics from
+    `stats_pairs_csv` (the train/val pairs.csv the method was trained on)."""
+    cohort = _cohort(pairs_csv, crops_npz, latents_npz, stats_pairs_csv)
     context = MethodContext(device=str(device), upstream={k: str(v) for k, v in upstream.items()}, seed=seed)
     method = get_method(name).from_pretrained(model_dir, context)
     arrays = generate_followups(method, PairDataset(cohort, split), seeds, batch_size=batch_size)

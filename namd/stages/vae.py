@@ -1,4 +1,4 @@
-"""Stage: train a VAE (nodule-aligned or plain) and cache its latents for every pair.
+"""Stage: train a VAE (nodule-aligned or plain) on the train/val files, and cache its latents per part.
 
 One code path for both VAEs of the paper: the aligned one (Eq. 6 with L_align and L_pred) and
 the unaligned one of the ablation (lambda_align = lambda_pred = 0) differ only in config.
@@ -89,7 +89,7 @@ def train_vae(pairs_csv, crops_npz, out_dir, state_dir, params: dict, *, seed: i
 
 
 def cache_latents(vae_dir, pairs_csv, crops_npz, out_npz, *, device: str = "cpu") -> None:
-    """Scaled posterior-mean latents of every pair, encoded once per VAE for all later stages."""
+    """Scaled posterior-mean latents of every pair of one part's files (trainval or test), once per VAE."""
     cohort = Cohort.load(pairs_csv, crops_npz)
     vae = NoduleAlignedVAE.from_pretrained(vae_dir).vae.to(device)
     arrays = {

@@ -1,0 +1,107 @@
+"""Stage: the progression readout validated on the phantom's truth, and every row's predicted growth.
+
+The readout (namd.evaluation.readout) is measured once per crop; the table rows are the real
+follow-up (the ceiling: true change), the identity "follow-up := baseline" (no growth at all)
+and every generative method of the run, read from its samples file (namd.generate).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from namd.data.crops import load_crops
+from namd.evaluation.progression import figure, figure_points, row_metrics, to_latex, write_csv
+from namd.evaluation.readout import GRID_KEYS, ReadoutSettings, crop_spacings, measure_crops, readout_grid, \
+    truth_crops, validate_readout
+from namd.evaluation.table import latex_escape
+from namd.generate import load_generated
+from namd.stages.evaluate import LATEX_TITLES, REAL_ROWS, TITLES
+
+LOG = logging.getLogger(__name__)
+
+IDENTITY = "identity"
+ROW_TITLES = {"real_followup": REAL_ROWS["real_followup"], IDENTITY: "Identity (follow-up := baseline)", **TITLES}
+
+
+def readout_validation(pairs_csv, crops_npz, crops_csv, truth_csv, *, out_csv, out_summary, out_grid,
+                       params: Mapping, window) -> pd.DataFrame:
+    """Per-crop readout against the truth, its MAE/bias by split x type, and the train/val selection grid."""
+    settings = ReadoutSettings.from_config(params)
+    table = truth_crops(pd.read_csv(pairs_csv, dtype={"pair_id": str}), load_crops(crops_npz),
+                        pd.read_csv(crops_csv, dtype={"pair_id": str}), pd.read_csv(truth_csv))
+    grid = readout_grid(table, settings, params["selection_grid"], window)
+    best = grid.iloc[0]
+    configured = {k: getattr(settings, k) for k in GRID_KEYS}
+    if any(float(best[k]) != v for k, v in configured.items()):
+        LOG.warning("configured readout %s is not the train/val grid's best %s (type-balanced MAE %.3f mm)",
+                    configured, {k: float(best[k]) for k in GRID_KEYS}, best["type_balanced_mae_mm"])
+    measured, summary = validate_readout(table, settings, window)
+    write_csv(measured, out_csv)
+    write_csv(summary, out_summary)
+    write_csv(grid, out_grid)
+    LOG.info("readout error by split x type:\n%s", summary.round(3).to_string(index=False))
+    return summary
+
+
+def _test_readouts(pairs_csv, crops_npz, crops_csv, settings, window):
+    pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str})
+    test = pairs[pairs["split"] == "test"]
+    if test.empty:
+        raise ValueError(f"{pairs_csv}: no test pair")
+    crops = load_crops(crops_npz)
+    index = {p: i for i, p in enumerate(crops["pair_id"].tolist())}
+    absent = [p for p in test["pair_id"] if p not in index]
+    if absent:
+        raise ValueError(f"{crops_npz}: no crop for test pair(s) {absent[:10]}")
+    rows = [index[p] for p in test["pair_id"]]
+    table = pd.read_csv(crops_csv, dtype={"pair_id": str})
+    spacing = crop_spacings(table, test["pair_id"], "base", str(crops_csv))
+    baseline = measure_crops(crops["baseline"][rows], spacing, settings, window)
+    followup = measure_crops(crops["followup"][rows], crop_spacings(table, test["pair_id"], "follow", str(crops_csv)),
+                             settings, window)
+    return test, spacing, baseline, followup
+
+
+def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], methods: Sequence[str], *,
+                params: Mapping, window, out_csv, out_per_seed, out_points, out_tex, out_png, out_pdf) -> pd.DataFrame:
+    """Table, per-seed metrics, per-pair points and figure of every row's predicted diameter change."""
+    missing = [m for m in methods if m not in generated]
+    if missing:
+        raise ValueError(f"progression: no generated samples file given for method(s) {missing}")
+    absent = [f"{m} ({generated[m]})" for m in methods if not Path(generated[m]).is_file()]
+    if absent:
+        raise FileNotFoundError(f"progression: generated samples file missing for method(s) {absent}")
+    settings = ReadoutSettings.from_config(params)
+    test, spacing, baseline, real_followup = _test_readouts(pairs_csv, crops_npz, crops_csv, settings, window)
+    ids, labels = test["pair_id"].to_numpy(), test["label"].to_numpy(dtype=int)
+    if (baseline == 0).any():
+        LOG.warning("real baseline read as no nodule for %d test pair(s): %s", int((baseline == 0).sum()),
+                    list(ids[baseline == 0][:10]))
+    rows = {"real_followup": (real_followup[:, None], [0]), IDENTITY: (baseline[:, None], [0])}
+    for method in methods:
+        samples = load_generated(generated[method], expected_pair_ids=ids)
+        order = {p: i for i, p in enumerate(samples["pair_id"].tolist())}
+        images = samples["images"][[order[p] for p in ids]]
+        rows[method] = (measure_crops(images, spacing, settings, window), samples["seeds"].tolist())
+        LOG.info("%s: %d of %d samples read as no nodule", method, int((rows[method][0] == 0).sum()), rows[method][0].size)
+    per_seed, summaries, points = [], [], []
+    for name, (diameters, seeds) in rows.items():
+        seed_metrics, summary = row_metrics(name, diameters, seeds, baseline, real_followup, labels)
+        per_seed.append(seed_metrics)
+        summaries.append({"title": ROW_TITLES.get(name, name), **summary})
+        points.append(figure_points(name, diameters, baseline, real_followup, labels, ids))
+    table = pd.DataFrame(summaries)
+    write_csv(table, out_csv)
+    write_csv(pd.concat(per_seed, ignore_index=True), out_per_seed)
+    write_csv(pd.concat(points, ignore_index=True), out_points)
+    latex_titles = {name: LATEX_TITLES.get(name) for name in rows if name in LATEX_TITLES}
+    note = (f"threshold {settings.threshold_hu:g} HU, centre component, leak guard (disc {settings.disc_factor:g} R "
+            f"+ {settings.disc_margin_px:g} px, opening {settings.opening_factor:g} R), long axis of the equivalent "
+            "ellipse (namd/evaluation/readout.py).")
+    to_latex(table, out_tex, {**{n: latex_escape(t) for n, t in ROW_TITLES.items()}, **latex_titles}, readout_note=note)
+    figure(pd.concat(points, ignore_index=True), list(rows), ROW_TITLES, out_png, out_pdf)
+    return table

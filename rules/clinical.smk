@@ -1,0 +1,25 @@
+# Clinical reference rows of Table 1 (issue 12, point 2): Brock and Lung-RADS from the test records.
+# Include before rules/evaluate.smk, whose table1 rule reads CLINICAL_ROWS.
+
+CLINICAL_ROWS = ["brock", "lungrads_baseline", "lungrads_followup"]
+
+
+rule clinical_scores:
+    """Brock (PanCan) probability and Lung-RADS v2022 category of every test pair, as Table 1 rows."""
+    input:
+        pairs=TEST_PAIRS,
+        sctabn=cohort_table("nlst_sctabn.csv"),
+    output:
+        brock=f"{RESULTS}/eval/probs/brock.csv",
+        lungrads_baseline=f"{RESULTS}/eval/probs/lungrads_baseline.csv",
+        lungrads_followup=f"{RESULTS}/eval/probs/lungrads_followup.csv",
+    log:
+        f"{LOGS}/evaluate/clinical_scores.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/clinical_scores.py"

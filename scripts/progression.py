@@ -1,0 +1,20 @@
+from namd.stages.progression import progression
+from namd.workflow import rule_context
+
+with rule_context(snakemake) as log:
+    table = progression(
+        snakemake.input.pairs,
+        snakemake.input.crops,
+        snakemake.input.crops_table,
+        dict(zip(snakemake.params.methods, snakemake.input.generated)),
+        snakemake.params.methods,
+        params=snakemake.params.readout,
+        window=snakemake.params.window,
+        out_csv=snakemake.output.csv,
+        out_per_seed=snakemake.output.per_seed,
+        out_points=snakemake.output.points,
+        out_tex=snakemake.output.tex,
+        out_png=snakemake.output.png,
+        out_pdf=snakemake.output.pdf,
+    )
+    log.info("progression table:\n%s", table.to_string())
