@@ -8,14 +8,15 @@ on their own VAE's latents and paired_steps on the paired stage; every other row
 S_total in its own training loop, its own autoencoders and networks included, as its paper does.
 Not counted: the latent family's VAE, shared infrastructure like SD1.5's pretrained VAE in the
 paper (Flux trains on the same cached latents). Flux has no stage 1: that would need a
-Flux-shaped unconditional model, so it trains S_total paired steps from scratch.
+Flux-shaped unconditional model, so it trains S_total paired steps from scratch. A row that
+samples another's trained model (`namd.methods.REUSES`: NAMD with the null context) trains nothing.
 
 Free of heavy imports: the Snakefile reads it to fill each training rule's params.
 """
 
 from __future__ import annotations
 
-from namd.methods import LDM_FAMILY, get_method_module
+from namd.methods import LDM_FAMILY, REUSES, get_method_module
 
 #: the training job of the latent family's unconditional stage (one per VAE)
 STAGE1 = "ldm_unconditional"
@@ -28,6 +29,8 @@ def trainer_budget(config: dict, job: str) -> dict[str, int]:
         steps = budget["pretrain_steps"]
     elif job in LDM_FAMILY:
         steps = budget["paired_steps"]
+    elif job in REUSES:
+        steps = 0
     else:
         get_method_module(job)  # an unknown name is an error naming the known ones
         steps = budget["pretrain_steps"] + budget["paired_steps"]
@@ -57,6 +60,8 @@ def budget_rows(config: dict, train_pairs: int | None = None) -> list[dict]:
 
 
 def initialisation(config: dict, method: str, params: dict) -> str:
+    if method in REUSES:
+        return f"none: reuses {REUSES[method]}'s trained model (trains nothing)"
     if method in LDM_FAMILY:
         start = config["ldm"]["unet"].get("pretrained")
         stage1 = f"stage 1 (Eq. 9) on vae_{params['vae']} latents"

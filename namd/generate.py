@@ -8,10 +8,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from namd.io import atomic_output
 from namd.methods.base import GenerativeMethod
+from namd.progress import progress_bar
 
 
 class GeneratedSetError(ValueError):
@@ -35,7 +35,7 @@ def generate_followups(
     pair_ids: list[str] = []
     images: list[np.ndarray] = []
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"generate {method.name}", disable=not progress, unit="batch"):
+        for batch in progress_bar(loader, desc=f"generate {method.name}", disable=not progress, unit="batch"):
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             out = method.generate(batch, seeds)
             expected = (len(batch["pair_id"]), len(seeds), *batch["followup"].shape[1:])

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
-from tqdm.auto import tqdm
 
 from namd import __version__
 from namd.data.crops import DEFAULT_WINDOW
@@ -40,6 +39,7 @@ from namd.methods.namd import NAMD
 from namd.models.text_encoder import SoftPromptContextEncoder
 from namd.models.unet import load_unet
 from namd.models.vae import decode_latents, encode_latents, load_vae
+from namd.progress import progress_bar
 from namd.sampling import ddim_sample
 
 #: bump when the saved folder's layout or meaning changes; older folders are then refused
@@ -271,7 +271,7 @@ class NAMDPipeline(DiffusionPipeline):
         condition = encode_latents(self.vae, images.to(device))
         context = self.text_encoder(reports)
         calls = math.ceil(n * num_samples / batch_size) * num_inference_steps
-        with tqdm(total=calls, desc="NAMD sampling", unit="step", disable=not progress) as bar:
+        with progress_bar(total=calls, desc="NAMD sampling", unit="step", disable=not progress) as bar:
             def count_step(*_) -> None:  # a forward hook returning a value would replace the U-Net's output
                 bar.update()
 

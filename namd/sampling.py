@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
-from tqdm.auto import tqdm
 
+from namd.progress import progress_bar
 from namd.runtime import generator_for
 
 
@@ -161,7 +161,7 @@ def ddim_sample(
     generators = sample_generators(pair_ids, seeds, base_seed)
     total = n_pairs * n_seeds
     out = torch.empty(total, *shape)
-    with tqdm(total=total, desc="DDIM", unit="sample", disable=not progress) as bar:
+    with progress_bar(total=total, desc="DDIM", unit="sample", disable=not progress) as bar:
         for start in range(0, total, batch_size):
             stop = min(start + batch_size, total)
             pair_index = torch.arange(start, stop, device=device) // n_seeds

@@ -26,9 +26,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from namd.io import atomic_output
+from namd.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ LOG = logging.getLogger(__name__)
 #: keys of a method's params that set up the trainer rather than the model (the step budget of
 #: `namd.budget` and the clipping norm)
 TRAINER_KEYS = ("max_steps", "batch_size", "max_grad_norm")
+#: the smallest batch a loader gives: the alignment loss (Eq. 4) is identically zero at B = 2
+MIN_BATCH = 3
 
 
 class TrainingDivergedError(RuntimeError):
@@ -138,20 +140,30 @@ class TrainResult:
     steps: int
 
 
+def _evaluation_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Consecutive batches of every sample; a tail shorter than MIN_BATCH joins the batch before it."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < MIN_BATCH:
+        starts.pop()
+    return [list(range(start, stop)) for start, stop in zip(starts, starts[1:] + [n])]
+
+
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, collate_fn=None):
-    """Training batches drop a short tail; evaluation batches keep every sample but never leave a
-    batch of one, which pairwise losses (the alignment loss) cannot score."""
-    if not shuffle and len(dataset) % batch_size == 1 and len(dataset) > 1:
-        batch_size += 1
+    """Training batches are all `batch_size` (the short tail is dropped) unless the split is smaller;
+    evaluation batches keep every sample and are never smaller than MIN_BATCH, which pairwise losses
+    (the alignment loss) need, unless the split is."""
+    if not shuffle:
+        return DataLoader(dataset, batch_sampler=_evaluation_batches(len(dataset), batch_size),
+                          num_workers=num_workers, collate_fn=collate_fn)
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=min(batch_size, max(len(dataset), 1)),
-        shuffle=shuffle,
+        shuffle=True,
         generator=g,
         num_workers=num_workers,
-        drop_last=shuffle and len(dataset) > batch_size,
+        drop_last=len(dataset) > batch_size,
         collate_fn=collate_fn,
     )
 
@@ -181,13 +193,33 @@ def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Plain types and tensors only, so that the checkpoint loads with weights_only=True."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
+            "python": random.getstate()}
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), position, has_gauss, cached))
     random.setstate(state["python"])
+
+
+def _load_state(path: Path, device: torch.device, name: str) -> dict | None:
+    """The resume state, read with weights_only=True so that a tampered state folder cannot run code;
+    None (start afresh) for a file that is no checkpoint of this trainer, or one from before that rule."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not the trainer's state dict")
+        return state
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError...: all mean "not ours"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "empty"
+        LOG.warning("%s: %s cannot be read as a resume checkpoint (%s: %s); starting afresh",
+                    name, path, type(error).__name__, reason)
+        return None
 
 
 def fit(
@@ -228,8 +260,10 @@ def fit(
     start_epoch, step, history = 0, 0, []
     best = {"epoch": -1, "loss": math.inf}
     if last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        if state.get("fingerprint") == fingerprint:
+        state = _load_state(last_path, device, module.display_name)
+        if state is None:
+            best_path.unlink(missing_ok=True)
+        elif state.get("fingerprint") == fingerprint:
             load_trainable_state(module, state["model"])
             for k, opt in optimizers.items():
                 opt.load_state_dict(state["optimizers"][k])
@@ -243,7 +277,9 @@ def fit(
             best_path.unlink(missing_ok=True)
 
     t0 = time.time()
-    bar = tqdm(range(start_epoch, n_epochs), desc=module.display_name, disable=not progress, unit="epoch")
+    # each epoch logs its own line below, so without a terminal the bar stays silent
+    bar = progress_bar(range(start_epoch, n_epochs), desc=module.display_name, disable=not progress, unit="epoch",
+                       log_percent=None)
     for epoch in bar:
         module.train()
         train_loader.generator.manual_seed(settings.seed + epoch)

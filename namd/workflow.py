@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -13,8 +14,26 @@ LOG = logging.getLogger("namd")
 
 
 @contextlib.contextmanager
+def _library_bars_off():
+    """tqdm bars of other libraries (transformers' "Loading weights") off, as TQDM_DISABLE=1 would set them
+    had it been in the environment when tqdm was imported; namd's own bars pass `disable` themselves and
+    write log lines instead (`namd.progress`)."""
+    from tqdm.std import tqdm
+
+    original = tqdm.__init__
+    tqdm.__init__ = functools.partialmethod(original, disable=True)
+    try:
+        yield
+    finally:
+        tqdm.__init__ = original
+
+
+@contextlib.contextmanager
 def rule_context(smk, *, seed: int | None = None):
-    """Send everything a rule prints to its `log:` file and fail with the traceback logged there."""
+    """Send everything a rule prints to its `log:` file and fail with the traceback logged there.
+
+    A log file gets lines, never a progress bar's carriage returns (`namd.progress`).
+    """
     log_path = Path(smk.log[0]) if len(smk.log) else None
     stream = open(log_path, "w", buffering=1) if log_path else sys.stderr
     handler = logging.StreamHandler(stream)
@@ -28,16 +47,17 @@ def rule_context(smk, *, seed: int | None = None):
     sys.stdout = sys.stderr = stream
     start = time.time()
     try:
-        import torch
+        with _library_bars_off() if log_path else contextlib.nullcontext():
+            import torch
 
-        torch.set_num_threads(threads)
-        if seed is not None:
-            from namd.runtime import make_deterministic
+            torch.set_num_threads(threads)
+            if seed is not None:
+                from namd.runtime import make_deterministic
 
-            make_deterministic(seed, threads)
-        LOG.info("rule %s: %d thread(s)", getattr(smk, "rule", "?"), threads)
-        yield LOG
-        LOG.info("rule %s finished in %.1f s", getattr(smk, "rule", "?"), time.time() - start)
+                make_deterministic(seed, threads)
+            LOG.info("rule %s: %d thread(s)", getattr(smk, "rule", "?"), threads)
+            yield LOG
+            LOG.info("rule %s finished in %.1f s", getattr(smk, "rule", "?"), time.time() - start)
     except BaseException:
         LOG.exception("rule %s failed", getattr(smk, "rule", "?"))
         raise

@@ -1,13 +1,14 @@
 # Paths and helpers shared by every rule file.
 import subprocess
 import sys
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 
 # the namd package beside this workflow, whether or not it is installed where snakemake runs
 sys.path.insert(0, workflow.basedir)
 from namd.budget import STAGE1, trainer_budget
-from namd.methods import LDM_FAMILY, upstream_of
+from namd.methods import LDM_FAMILY, REUSES, trained_model_of, upstream_of
 from namd.sources import check_config_sources
 
 # the schema cannot see files: an LLM or weight path that does not exist stops the run here, named
@@ -93,6 +94,10 @@ wildcard_constraints:
 
 
 METHODS = list(config["methods"])
+for _row in METHODS:
+    if trained_model_of(_row) not in METHODS:
+        raise WorkflowError(f"config methods: {_row} samples the trained {trained_model_of(_row)!r} model, "
+                            f"which is not among the methods ({', '.join(METHODS)}); add it or drop {_row}")
 
 
 wildcard_constraints:
@@ -129,6 +134,12 @@ def method_inputs(part):
         return files
 
     return inputs
+
+
+def generation_inputs(wildcards):
+    """The test inputs of the method whose trained model this row samples, and that model's folder."""
+    trained = trained_model_of(wildcards.method)
+    return {**method_inputs("test")(SimpleNamespace(method=trained)), "model": f"{RESULTS}/models/{trained}"}
 
 
 def method_upstream(method, input):

@@ -1,8 +1,12 @@
 # Every generative row of Table 1: one training rule and one generation rule, generic over {method}.
+# A row that reuses another's trained model (namd.methods.REUSES) has no training job: its generation
+# reads that model's folder and inputs (generation_inputs in common.smk).
 
 
 rule train_method:
     """Train one registered method (NAMD, its ablation, or a baseline) with the one trainer."""
+    wildcard_constraints:
+        method="|".join(m for m in METHODS if m not in REUSES) or "(?!)",
     input:
         unpack(method_inputs("trainval")),
     output:
@@ -29,12 +33,11 @@ rule train_method:
 rule generate_followups:
     """K follow-ups per test pair (one for deterministic methods), batched over pairs and seeds."""
     input:
-        unpack(method_inputs("test")),
-        model=rules.train_method.output[0],
+        unpack(generation_inputs),
     output:
         f"{RESULTS}/generated/{{method}}.npz",
     params:
-        upstream=lambda wc, input: method_upstream(wc.method, input),
+        upstream=lambda wc, input: method_upstream(trained_model_of(wc.method), input),
         seeds=list(range(config["generation"]["k_seeds"])),
         batch_size=config["generation"]["pairs_per_batch"],
         seed=config["seed"],

@@ -28,7 +28,7 @@ def test_sampling_benchmark_fails_when_images_differ():
 
 
 def test_training_benchmark_prints_a_row_per_model_and_batch():
-    out = run("benchmarks/training.py", "--crops", "32", "--batches", "2", "--repeats", "1")
+    out = run("benchmarks/training.py", "--crops", "32", "--batches", "3", "--repeats", "1")
     rows = [line for line in out.splitlines() if line.startswith("| VAE") or line.startswith("| U-Net")]
     assert len(rows) == 2
 

@@ -8,7 +8,7 @@ import pytest
 
 from namd.budget import STAGE1, budget_rows, trainer_budget
 from namd.config import load_config
-from namd.methods import LDM_FAMILY, UnknownMethodError, known_methods, upstream_of
+from namd.methods import LDM_FAMILY, REUSES, UnknownMethodError, known_methods, upstream_of
 from namd.training import budget_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,9 @@ def test_every_method_trains_the_same_total_steps_at_the_same_batch(config):
     for method, row in rows.items():
         own = trainer_budget(config, method)
         assert own["batch_size"] == row["batch_size"] == budget["batch_size"]
+        if method in REUSES:  # samples another row's trained model: no steps of its own
+            assert row["total_steps"] == own["max_steps"] == 0 and REUSES[method] in row["initialisation"]
+            continue
         assert row["total_steps"] == total, method
         if method in LDM_FAMILY:  # stage 1 on its own VAE's latents, then the paired stage
             assert row["pretrain_steps"] == trainer_budget(config, STAGE1)["max_steps"] == budget["pretrain_steps"]
@@ -48,6 +51,13 @@ def test_the_latent_family_is_exactly_the_methods_that_start_from_stage_one():
     assert "sd15" in LDM_FAMILY and "flux" not in LDM_FAMILY
 
 
+def test_a_reusing_row_reuses_a_trained_row_of_the_default_config():
+    config = load_config(ROOT / "config.yaml")
+    assert "namd_no_context" in REUSES and "namd_no_context" in config["methods"]
+    for method, trained in REUSES.items():
+        assert trained not in REUSES and trainer_budget(config, trained)["max_steps"] > 0, method
+
+
 def test_table_steps_match_the_config(config, tmp_path):
     table = budget_table.markdown(config, 100, tmp_path)
     rows = table_rows(table)
@@ -57,7 +67,8 @@ def test_table_steps_match_the_config(config, tmp_path):
         paired = trainer_budget(config, method)["max_steps"]
         assert cells["steps"] == (pre, paired, pre + paired), method
         assert cells["batch"] == config["budget"]["batch_size"]
-        assert cells["wall"] == "not run"  # no benchmark files in tmp_path
+        # no benchmark files in tmp_path; a reusing row has no training job at all
+        assert cells["wall"] == (f"none (reuses `{REUSES[method]}`)" if method in REUSES else "not run")
 
 
 def test_readme_table_matches_the_config():

@@ -1,5 +1,7 @@
+import json
 import logging
 import shutil
+import warnings
 
 import numpy as np
 import pydicom
@@ -156,14 +158,64 @@ def test_non_ct_dicom_is_skipped_with_a_warning(tmp_path, hu_volume, caplog):
 
 
 @pytest.mark.parametrize(
-    "keep_bytes, reason", [(-100, "cannot decode pixel data"), (300, "missing"), (140, "no SOP Class UID")]
+    "keep_bytes, reason",
+    [(-100, "cannot decode pixel data"), (300, "truncated: a DICOM file meta header but no dataset after it"),
+     (140, "truncated: a DICOM file meta header"), (700, r"missing SeriesInstanceUID \(file truncated"),
+     (396, r"SOP Class UID '1\.2\.840\.' is not a valid UID \(truncated or corrupt\)")],
 )
 def test_truncated_file_is_named(tmp_path, hu_volume, keep_bytes, reason):
     paths = _write(hu_volume, tmp_path)
     data = paths[2].read_bytes()
     paths[2].write_bytes(data[:keep_bytes])
-    with pytest.raises(DicomSeriesError, match=rf"0003\.dcm.*{reason}"):
-        read_ct_series(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw library warning may escape
+        with pytest.raises(DicomSeriesError, match=rf"0003\.dcm: {reason}"):
+            read_ct_series(tmp_path)
+
+
+def test_pydicom_warnings_become_one_log_line_each_naming_the_file(tmp_path, caplog):
+    """A real file written by another tool (pydicom's corpus), cut inside its meta header's transfer syntax UID."""
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("CT_small.dcm")
+    shutil.copy(source, tmp_path / "CT_small.dcm")
+    (tmp_path / "cut.dcm").write_bytes(open(source, "rb").read()[:274])
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING):
+        warnings.simplefilter("error")
+        with pytest.raises(DicomSeriesError) as error:
+            read_ct_series(tmp_path)
+    truncated = "truncated: a DICOM file meta header but no dataset after it (274 bytes)"
+    assert str(error.value) == f"{tmp_path / 'cut.dcm'}: {truncated}"
+    (line,) = [(r.name, r.getMessage()) for r in caplog.records]  # pydicom said it twice, and logged it too
+    assert line == ("namd.data.dicom_read", f"{tmp_path / 'cut.dcm'}: Invalid value for VR UI: '1.2.840.10008.1.2.'. "
+                    "Please see <https://dicom.nema.org/medical/dicom/current/output/html/part05.html#table_6.2-1> for "
+                    "allowed values for each VR.")
+
+
+def test_namd_predict_on_a_folder_with_a_truncated_file_prints_no_raw_warning(tmp_path, capsys, caplog):
+    from pydicom.data import get_testdata_file
+
+    from namd.cli import main
+
+    series = tmp_path / "series"
+    series.mkdir()
+    source = get_testdata_file("CT_small.dcm")
+    shutil.copy(source, series / "CT_small.dcm")
+    (series / "cut.dcm").write_bytes(open(source, "rb").read()[:274])
+    record = {"SCT_PRE_ATT": "Soft", "SCT_EPI_LOC": "Right Upper Lobe", "SCT_LONG_DIA": 12, "SCT_PERP_DIA": 9,
+              "SCT_MARGINS": "Smooth", "age": 60, "diagemph": "No", "gender": "Male", "famfather": "No",
+              "fammother": "No", "fambrother": "No", "famsister": "No", "famchild": "No"}
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        code = main(["predict", "--dicom", str(series), "--nodule", "10,10,0", "--record",
+                     str(tmp_path / "record.json"), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and not (tmp_path / "out").exists()
+    truncated = "truncated: a DICOM file meta header but no dataset after it (274 bytes)"
+    assert err == f"namd predict: error: {series / 'cut.dcm'}: {truncated}\n"
+    warned = [r.getMessage().split(": ")[0] for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == [str(series / "cut.dcm")]  # pydicom's one warning, as one line naming the file
 
 
 def test_non_dicom_file_is_named(tmp_path, hu_volume):
@@ -205,6 +257,47 @@ def test_missing_slice_names_positions_and_neighbours(tmp_path, hu_volume):
     with pytest.raises(DicomSeriesError, match=r"missing slice between positions 102\.500 mm and 107\.500 mm") as err:
         read_ct_series(tmp_path)
     assert "0002.dcm" in str(err.value) and "0004.dcm" in str(err.value)
+
+
+def _every_other_slice(tmp_path, **overrides):
+    """Slices 1, 3, 5 of a 6-slice 2.5 mm series: 5 mm apart, so no gap against the median spacing."""
+    paths = _write(np.zeros((6, 8, 8)), tmp_path, **overrides)
+    for path in paths[1::2]:
+        path.unlink()
+    return paths[::2]
+
+
+def test_every_other_slice_missing_is_found_by_instance_numbers(tmp_path):
+    _every_other_slice(tmp_path)
+    with pytest.raises(DicomSeriesError) as error:
+        read_ct_series(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path}: 2 slice(s) missing by InstanceNumber: 2 at 102.500 mm, 4 at 107.500 mm; e.g. "
+        f"{tmp_path / '0001.dcm'} (InstanceNumber 1) and {tmp_path / '0003.dcm'} (InstanceNumber 3) are neighbours "
+        "5.000 mm apart")
+    with pytest.raises(DicomSeriesError, match="2 slice"):
+        index_series(tmp_path, progress=False)
+
+
+def test_every_other_slice_missing_is_found_by_slice_thickness_without_instance_numbers(tmp_path):
+    for path in _every_other_slice(tmp_path):
+        ds = pydicom.dcmread(path)
+        del ds.InstanceNumber
+        ds.save_as(path)
+    with pytest.raises(DicomSeriesError) as error:
+        read_ct_series(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path}: slices are 5.000 mm apart but their nominal spacing (SpacingBetweenSlices, else SliceThickness) "
+        "is 2.500 mm: 2 slice(s) missing, at 102.500 mm, 107.500 mm")
+
+
+def test_a_gapped_protocol_is_no_missing_slice(tmp_path):
+    """1 mm slices every 2.5 mm, numbered without a gap or stating SpacingBetweenSlices, are a whole series."""
+    _write(np.zeros((4, 8, 8)), tmp_path / "numbered", slice_thickness=1.0, slice_increment=2.5)
+    assert read_ct_series(tmp_path / "numbered").slice_spacing == pytest.approx(2.5)
+    for path in _write(np.zeros((4, 8, 8)), tmp_path / "stated", slice_thickness=1.0, slice_increment=2.5):
+        _edit(path, InstanceNumber=1, SpacingBetweenSlices=2.5)
+    assert read_ct_series(tmp_path / "stated").shape == (4, 8, 8)
 
 
 def test_duplicate_position_is_named(tmp_path, hu_volume):

@@ -28,7 +28,7 @@ def literal_alignment_loss(features, latents, sigma_f, sigma_z):
     return total / batch_size
 
 
-@pytest.mark.parametrize("batch_size, sigma_f, sigma_z", [(2, 1.0, 1.0), (5, 0.7, 2.5), (9, 2.0, 4.0)])
+@pytest.mark.parametrize("batch_size, sigma_f, sigma_z", [(3, 1.0, 1.0), (5, 0.7, 2.5), (9, 2.0, 4.0)])
 def test_alignment_matches_literal_equations(batch_size, sigma_f, sigma_z):
     generator = torch.Generator().manual_seed(batch_size)
     features = torch.randn(batch_size, 3, generator=generator, dtype=torch.float64)
@@ -63,9 +63,12 @@ def test_alignment_positive_for_unrelated_latents_and_stable():
     assert torch.isfinite(alignment_loss(features, 1e4 * latents, 1.0, 1.0))
 
 
-def test_alignment_rejects_batch_of_one_and_mismatches():
-    with pytest.raises(ValueError, match="at least 2"):
-        alignment_loss(torch.zeros(1, 3), torch.zeros(1, 8), 1.0, 1.0)
+def test_alignment_rejects_batches_below_three_and_mismatches():
+    # at B = 2 each row has one neighbour: P_i = Q_i = 1, so Eq. 4 would be zero whatever the latents
+    for batch in (1, 2):
+        with pytest.raises(ValueError, match=rf"at least 3 samples, got {batch}: .* Eq\. 4 is identically zero"):
+            alignment_loss(torch.randn(batch, 3), torch.randn(batch, 8), 1.0, 1.0)
+    assert alignment_loss(torch.randn(3, 3), torch.randn(3, 8), 1.0, 1.0).item() > 0
     with pytest.raises(ValueError, match="3 rows but latents have 4"):
         alignment_loss(torch.zeros(3, 3), torch.zeros(4, 8), 1.0, 1.0)
     with pytest.raises(ValueError, match="sigma"):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from namd.methods import get_method, upstream_of
+from namd.methods import get_method, trained_model_of, upstream_of
 from namd.methods.base import DataSpec, MethodContext
 from namd.methods.latent_diffusion import warmup_cosine
 from namd.models.unet import build_unet
@@ -135,3 +135,25 @@ def test_sd15_conditions_on_report_tokens_without_soft_prompts(upstream):
     losses = method.training_step(b, {"diffusion": optimizer}, 0, 1.0)
     assert math.isfinite(float(losses["loss"].detach()))
     assert method.eval().generate(b, [0, 1]).shape == (3, 2, 1, 16, 16)
+
+
+def test_null_context_row_samples_namds_model_with_a_zero_context(upstream, tmp_path):
+    assert trained_model_of("namd_no_context") == "namd" and get_method("namd_no_context").group == "Ablation"
+    method = build(upstream).eval()
+    method.text.soft_prompts.data += 0.5  # as if trained
+    method.save_pretrained(tmp_path / "namd")
+    ablated = get_method("namd_no_context").from_pretrained(tmp_path / "namd", MethodContext(seed=5))
+    b = batch(2)
+    with_report, without = method.generate(b, [3]), ablated.generate(b, [3])
+    # stage 1 here is untrained, so its cross-attention is far from zero and the report moves the sample
+    assert (with_report - without).abs().mean() > 1e-3
+    method.report_context = lambda reports: torch.zeros(len(reports), PARAMS["n_sets"], 384)
+    torch.testing.assert_close(without, method.generate(b, [3]))
+    with pytest.raises(TypeError, match="namd_no_context trains nothing: it samples the trained 'namd' model"):
+        ablated.losses(b)
+
+
+def test_null_context_row_refuses_another_methods_folder(upstream, tmp_path):
+    build(upstream, "namd_unaligned").save_pretrained(tmp_path / "ablation")
+    with pytest.raises(ValueError, match=r"method.json: holds method 'namd_unaligned', not 'namd'"):
+        get_method("namd_no_context").from_pretrained(tmp_path / "ablation", MethodContext(seed=5))

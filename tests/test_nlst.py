@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from namd.data.nlst import (EHR_FEATURES, NODULE_FEATURE_NAMES, clean_nlst_table, describe_missing, ehr_numeric,
-                            nodule_feature_stats, nodule_features, read_nlst_table, report_text,
+from namd.data.cohort import select_cohort, write_cohort
+from namd.data.nlst import (EHR_FEATURES, NLST_FILES, NODULE_FEATURE_NAMES, clean_nlst_table, describe_missing,
+                            ehr_numeric, nodule_feature_stats, nodule_features, read_nlst_table, report_text,
                             to_nlst_codes, to_paper_vocabulary)
 
 SCTABN = """pid,study_yr,sct_ab_num,sct_ab_desc,sct_pre_att,sct_epi_loc,sct_long_dia,sct_perp_dia,sct_margins,sct_slice_num
@@ -69,17 +70,61 @@ def test_cleaning_twice_keeps_the_codes(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("pid,study_yr,sct_ab_num\n1,0,1\n", r"missing required column\(s\) \['sct_ab_desc'"),
-    (SCTABN.replace("100,0,1,51,3,3", "100,0,1,51,5,3"), r"'sct_pre_att' has code 5.* row\(s\) 0"),
-    (SCTABN.replace(",27,20,", ",big,20,"), r"'sct_long_dia' has values that are neither numbers"),
-    (SCTABN.replace(",27,20,", ",-27,20,"), r"'sct_long_dia' is negative"),
-    (SCTABN.replace("100,0,2,52", "100,0,1,52"), r"\['pid', 'study_yr', 'sct_ab_num'\] must identify one row"),
-    (SCTABN.replace("200,0,1", ".M,0,1"), r"key column\(s\).* missing at row\(s\) 2"),
+    (SCTABN.replace("100,0,2,52", "100,0,1,52"),
+     r"\['pid', 'study_yr', 'sct_ab_num'\] must identify one row, but line\(s\) 2, 3 share"),
+    (SCTABN.replace("200,0,1", ".M,0,1"), r"key column\(s\).* missing at line\(s\) 4$"),
+    (SCTABN.replace("200,0,1", "2OO,0,1"), r"key column 'pid' has values that are neither numbers .* line\(s\) 4 "
+                                           r"\(e\.g\. '2OO'\)"),
+    (SCTABN.replace("200,0,1", "200,0.5,1"), r"key column 'study_yr' must hold whole numbers; 0.5 at line\(s\) 4"),
+    (SCTABN.replace(",27,20,", ",27,20,,"), r"line 2: 11 fields, but the header has 10"),
 ])
-def test_bad_input_names_the_file_and_field(tmp_path, text, message):
+def test_bad_input_that_names_no_row_stops_naming_the_file_and_lines(tmp_path, text, message):
     path = _write(tmp_path / "nlst_sctabn.csv", text)
     with pytest.raises(ValueError, match=message) as error:
         read_nlst_table(path, "sctabn")
-    assert str(path) in str(error.value)
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+PRSN = """pid,age,gender,diagemph,famfather,fammother,fambrother,famsister,famchild,can_scr,conflc,cancyr
+1,68,1,1,1,0,0,0,0,1,1,1
+
+2,999,2,0,0,0,0,0,0,0,0,.N
+3,60,3,0,0,0,0,0,0,1,1,999
+4,61.5,1,0,0,0,0,0,0,0,0,.N
+"""
+
+
+def test_implausible_values_and_bad_codes_mark_their_row_naming_file_line_pid_and_value(tmp_path):
+    path = _write(tmp_path / "nlst_prsn.csv", PRSN)
+    table = read_nlst_table(path, "prsn")
+    assert table["invalid_rule"].tolist() == [pd.NA, "invalid_value", "invalid_code", "invalid_value"]
+    assert table["invalid_reason"].tolist() == [
+        pd.NA,
+        f"{path} line 4, pid 2: age=999 is outside 55-74 (age at randomisation, NLST's eligibility)",  # line 3 is blank
+        f"{path} line 5, pid 3: gender=3 is not a code of NLST's dictionary (1 male, 2 female); "
+        "cancyr=999 is outside 0-7 (study year of diagnosis, T0-T7)",
+        f"{path} line 6, pid 4: age=61.5 is not a whole number",
+    ]
+    assert table["age"].tolist() == [68, pd.NA, 60, pd.NA] and pd.isna(table.loc[2, "gender"])
+    assert describe_missing(table, "age")[1] == "age=invalid (invalid value)"
+    pd.testing.assert_frame_equal(table, clean_nlst_table(table, "prsn"))  # cleaning again says the same
+
+
+@pytest.mark.parametrize("change, reason", [
+    ((",27,20,", ",999,20,"), "sct_long_dia=999 is outside 1-100 (mm, a plausible nodule or mass)"),
+    ((",27,20,", ",-27,20,"), "sct_long_dia=-27 is outside 1-100 (mm, a plausible nodule or mass)"),
+    ((",27,20,", ",big,20,"), "sct_long_dia=big is neither a number nor a missing code"),
+    (("100,0,1,51,3,3", "100,0,1,51,5,3"), "sct_pre_att=5 is not a code of NLST's dictionary (1 soft tissue, "
+                                           "2 ground glass, 3 mixed (part solid), 4 fluid/water, 6 fat, 7 other)"),
+    (("100,0,1,51", "100,7,1,51"), "study_yr=7 is outside 0-2 (the screens T0-T2)"),
+])
+def test_a_bad_sctabn_value_marks_the_row_and_keeps_the_rest(tmp_path, change, reason):
+    path = _write(tmp_path / "nlst_sctabn.csv", SCTABN.replace(*change))
+    table = read_nlst_table(path, "sctabn")
+    assert table["invalid_reason"].tolist() == [f"{path} line 2, pid 100: {reason}", pd.NA, pd.NA]
+    assert table.loc[1:, "invalid_rule"].isna().all() and table.loc[2, "sct_slice_num"] == 41
+    clean = clean_nlst_table(pd.read_csv(path, dtype=str, keep_default_na=False), "sctabn")
+    assert clean.loc[0, "invalid_reason"] == f"nlst sctabn table row 0, pid 100: {reason}"  # no file: the row
 
 
 def test_locations_keep_ids_as_text_and_reject_a_nodule_twice_per_screen(tmp_path):
@@ -145,3 +190,74 @@ def test_nodule_features_use_training_statistics_and_unit_lobe_distance():
     assert np.linalg.norm(lobes[0] - lobes[1]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="'margin_suspicion' is missing"):
         nodule_features(pd.DataFrame([_pair(SCT_MARGINS=pd.NA)]), stats)
+
+
+COHORT = {
+    # pid 1 malignant, 2 benign: kept. 3 gender code 3, 4 age 999, 5 cancyr 999: the participant goes.
+    # pid 2's nodule B measures 999 mm at T0; pid 6's follow-up comparison has code 7.
+    "prsn": """pid,age,gender,diagemph,famfather,fammother,fambrother,famsister,famchild,can_scr,conflc,cancyr
+1,68,1,1,1,0,0,0,0,1,1,1
+2,60,2,0,0,0,0,0,0,0,0,.N
+3,62,3,0,0,0,0,0,0,0,0,.N
+4,999,1,0,0,0,0,0,0,0,0,.N
+5,70,1,0,0,0,0,0,0,1,1,999
+6,66,2,0,0,0,0,0,0,0,0,.N
+""",
+    "sctabn": "pid,study_yr,sct_ab_num,sct_ab_desc,sct_pre_att,sct_epi_loc,sct_long_dia,sct_perp_dia,sct_margins\n"
+              + "".join(f"{pid},{year},1,51,1,3,10,8,2\n" for pid in range(1, 7) for year in (0, 1))
+              + "2,0,2,51,1,4,999,8,2\n2,1,2,51,1,4,12,8,2\n",
+    "sctabnc": "pid,study_yr,sct_ab_num,sct_ab_preexist\n" + "".join(f"{pid},1,1,{7 if pid == 6 else 2}\n"
+                                                                     for pid in range(1, 7)) + "2,1,2,2\n",
+    "locations": "pid,study_yr,sct_ab_num,nodule_id,series_instance_uid,row,col,slice_index\n"
+                 + "".join(f"{pid},{year},1,A,1.{pid}.{year},20,20,5\n" for pid in range(1, 7) for year in (0, 1))
+                 + "2,0,2,B,1.2.0,40,40,9\n2,1,2,B,1.2.1,40,40,9\n",
+}
+
+
+def _cohort_tables(tmp_path, **texts):
+    paths = {kind: _write(tmp_path / NLST_FILES[kind], text) for kind, text in {**COHORT, **texts}.items()}
+    return paths, {kind: read_nlst_table(path, kind) for kind, path in paths.items()}
+
+
+def test_invalid_rows_are_excluded_with_their_reason_and_the_cohort_goes_on(tmp_path):
+    paths, tables = _cohort_tables(tmp_path)
+    selection = select_cohort(**tables, val_fraction=0, test_fraction=0)
+    assert selection.pairs["pair_id"].tolist() == ["1_A_T0T1", "2_A_T0T1"]
+    assert "999" not in " ".join(selection.pairs["report"])
+    prsn, sctabn, sctabnc = (str(paths[kind]) for kind in ("prsn", "sctabn", "sctabnc"))
+    gender = f"{prsn} line 4, pid 3: gender=3 is not a code of NLST's dictionary (1 male, 2 female)"
+    age = f"{prsn} line 5, pid 4: age=999 is outside 55-74 (age at randomisation, NLST's eligibility)"
+    cancyr = f"{prsn} line 6, pid 5: cancyr=999 is outside 0-7 (study year of diagnosis, T0-T7)"
+    comparison = f"{sctabnc} line 7, pid 6: sct_ab_preexist=7 is not a code of NLST's dictionary (1 no, 2 yes)"
+    rows = {(r.table, r.pid, None if pd.isna(r.pair_id) else r.pair_id, r.rule): r.reason
+            for r in selection.excluded.itertuples()}
+    assert rows == {
+        ("sctabn", 2, None, "invalid_value"):
+            f"{sctabn} line 14, pid 2: sct_long_dia=999 is outside 1-100 (mm, a plausible nodule or mass)",
+        ("locations", 2, None, "no_follow_up"): "nodule_id B has no usable location at study_yr 2",
+        ("sctabnc", 6, None, "invalid_code"): comparison,
+        ("pairs", 3, "3_A_T0T1", "invalid_code"): gender,
+        ("pairs", 4, "4_A_T0T1", "invalid_value"): age,
+        ("pairs", 5, "5_A_T0T1", "invalid_value"): cancyr,
+        ("pairs", 6, "6_A_T0T1", "invalid_code"): comparison,
+        ("prsn", 3, None, "invalid_code"): gender,
+        ("prsn", 4, None, "invalid_value"): age,
+        ("prsn", 5, None, "invalid_value"): cancyr,
+        ("prsn", 6, None, "no_pair"): "all 1 candidate pair(s) excluded",
+    }
+    written = write_cohort(selection, tmp_path / "out")
+    assert pd.read_csv(written["excluded"])["reason"].str.contains(" line 4, pid 3: gender=3 ").sum() == 2
+
+
+def test_the_cohort_fails_only_when_nothing_usable_is_left(tmp_path):
+    header, *rows = COHORT["prsn"].splitlines()
+    gender_3 = [",".join(fields[:2] + ["3"] + fields[3:]) for fields in (row.split(",") for row in rows)]
+    paths, tables = _cohort_tables(tmp_path, prsn="\n".join([header, *gender_3]) + "\n")
+    with pytest.raises(ValueError) as error:
+        select_cohort(**tables, val_fraction=0, test_fraction=0)
+    # pid 4's first invalid column is age (999), the others' gender (3)
+    assert str(error.value) == (
+        "split 'train' is empty: no usable pair is left; excluded rows by rule: invalid_code 11, invalid_value 3, "
+        f"no_follow_up 1 (e.g. {paths['sctabnc']} line 7, pid 6: sct_ab_preexist=7 is not a code of NLST's "
+        "dictionary (1 no, 2 yes))")
+    assert not (tmp_path / "out").exists()

@@ -85,15 +85,16 @@ def test_a_batch_seeds_each_baseline_by_its_index(saved):
     assert not np.allclose(batch.samples[1], alone.samples[0])
 
 
-def test_default_steps_are_the_ones_the_model_was_evaluated_with(saved, capsys):
+def test_default_steps_are_the_ones_the_model_was_evaluated_with(saved, caplog):
+    caplog.set_level("INFO", logger="namd.progress")  # no terminal here: progress comes as log lines
     saved[0](crop(), REPORT, num_samples=3, batch_size=2)  # ddim_steps 2 from model_index.json
-    assert "4/4" in capsys.readouterr().err
+    assert "4/4" in caplog.text
 
 
-def test_progress_counts_denoising_steps(saved, capsys):
+def test_progress_counts_denoising_steps(saved, caplog):
+    caplog.set_level("INFO", logger="namd.progress")
     run(saved[0], crop(), progress=True, batch_size=2)  # 3 samples in 2 batches of 3 steps each
-    err = capsys.readouterr().err
-    assert "NAMD sampling: 100%" in err and "6/6" in err
+    assert "NAMD sampling: 100%" in caplog.text and "6/6" in caplog.text
 
 
 def test_other_format_version_is_refused_by_file(saved, tmp_path):

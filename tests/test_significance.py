@@ -121,6 +121,15 @@ def test_delong_refuses_single_class_and_nan():
         delong_test(np.array([0, 1, 0, 1]), np.array([0.1, np.nan, 0.2, 0.3]), np.arange(4.0))
 
 
+@pytest.mark.parametrize("length_b", [3, 5])
+def test_delong_names_score_vectors_of_different_lengths(length_b):
+    labels = np.array([0, 1, 0, 1])
+    with pytest.raises(EvaluationInputError) as error:
+        delong_test(labels, np.arange(4.0), np.arange(float(length_b)))
+    assert str(error.value) == (f"delong_test: scores_a has shape (4,) and scores_b ({length_b},); DeLong's test "
+                                "compares two rows on the same test pairs, one score per pair each (4 labels)")
+
+
 def test_bootstrap_ci_brackets_auc_reproducibly(asah):
     labels, scores = asah
     low, high = bootstrap_auroc_ci(labels, scores["s100b"], n_boot=2000, seed=23)

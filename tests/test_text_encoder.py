@@ -1,11 +1,17 @@
 import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from namd.models.frozen import FrozenReportEncoder, llm_context_dim
 from namd.models.text_encoder import SOFT_PROMPTS_FILE, SoftPromptContextEncoder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import standin_weights  # noqa: E402
 
 SHORT = "A solid nodule, 4 mm in size is present in the left upper lobe."
 LONG = (
@@ -136,3 +142,84 @@ def test_unknown_llm_sources_and_missing_prompts_fail_with_their_name(minilm, tm
         SoftPromptContextEncoder.from_pretrained("packaged:no_such_package_xyz")
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / SOFT_PROMPTS_FILE))):
         minilm.load_soft_prompts(tmp_path)
+
+
+# -- Gemma 3 (MedGemma 1.5's layout: Gemma3ForConditionalGeneration, Gemma's tokenizer) ----------------
+
+
+@pytest.fixture(scope="module")
+def gemma3_dir(tmp_path_factory):
+    """The stand-in MedGemma: tiny text and vision towers, a 16-token sliding window that reports exceed."""
+    return standin_weights.write_medgemma(tmp_path_factory.mktemp("medgemma"))
+
+
+@pytest.fixture(scope="module")
+def gemma3(gemma3_dir):
+    return SoftPromptContextEncoder.from_pretrained(str(gemma3_dir), n_sets=3, n_prompt_tokens=4, max_length=96)
+
+
+def test_gemma3_context_has_the_text_towers_width_and_no_vision_tower(gemma3, gemma3_dir):
+    config = AutoConfig.from_pretrained(gemma3_dir)
+    assert config.model_type == "gemma3" and config.text_config.hidden_size != config.vision_config.hidden_size
+    assert gemma3.context_dim == config.text_config.hidden_size == llm_context_dim(str(gemma3_dir))
+    assert type(gemma3.llm).__name__ == "Gemma3TextModel"
+    assert not [name for name, _ in gemma3.named_parameters() if "vision" in name]
+    assert gemma3([SHORT, LONG]).shape == (2, 3, config.text_config.hidden_size)
+
+
+def test_gemma3_context_is_read_at_the_appended_eos_whatever_the_padding(gemma3):
+    """Gemma's tokenizer adds <bos> only: Eq. 7's <EOS> is appended, and the context is read there."""
+    tokenizer = gemma3.tokenizer
+    assert gemma3.prefix_ids == [tokenizer.bos_token_id] and gemma3.end_ids == [tokenizer.eos_token_id]
+    assert gemma3.pad_id == tokenizer.pad_token_id != tokenizer.eos_token_id
+    report_ids = tokenizer(SHORT, add_special_tokens=False)["input_ids"]
+    long_ids = tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    assert len(long_ids) - len(report_ids) > 4 and len(report_ids) > gemma3.llm.config.sliding_window
+    embed = gemma3.llm.get_input_embeddings()
+    with torch.no_grad():
+        padded = gemma3([LONG, SHORT])
+        alone = gemma3([SHORT])
+        for j in range(gemma3.n_sets):
+            sequence = torch.cat([embed(torch.tensor(gemma3.prefix_ids)), gemma3.soft_prompts[j],
+                                  embed(torch.tensor(report_ids + gemma3.end_ids))])
+            expected = gemma3.llm(inputs_embeds=sequence[None]).last_hidden_state[0, -1]
+            torch.testing.assert_close(padded[1, j], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded[1:], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(padded[0], padded[1])
+
+
+def test_a_gemma3_step_moves_only_the_soft_prompts(gemma3):
+    encoder = encoder_like(gemma3, n_sets=2, n_prompt_tokens=3)
+    encoder.train()
+    frozen = {name: value.clone() for name, value in encoder.llm.state_dict().items()}
+    prompts = encoder.soft_prompts.detach().clone()
+    # every parameter handed to the optimiser, weight decay on: the frozen ones must still not move
+    optimiser = torch.optim.AdamW(encoder.parameters(), lr=1e-2, weight_decay=0.1)
+    encoder([SHORT, LONG]).square().sum().backward()
+    assert [name for name, p in encoder.named_parameters() if p.grad is not None] == ["soft_prompts"]
+    assert (encoder.soft_prompts.grad.abs().sum(dim=(1, 2)) > 0).all()
+    optimiser.step()
+    assert not torch.equal(encoder.soft_prompts, prompts)
+    after = encoder.llm.state_dict()
+    assert all(torch.equal(after[name], value) for name, value in frozen.items())
+
+
+def test_frozen_report_encoder_pads_gemma3_on_the_right(gemma3_dir):
+    """SD1.5's row: Gemma pads on the left by default, which would shift a report's positions."""
+    encoder = FrozenReportEncoder(str(gemma3_dir), max_length=48)
+    states, pooled = encoder([SHORT, LONG], torch.device("cpu"))
+    assert encoder.tokenizer.padding_side == "right"
+    assert states.shape == (2, 48, 64) and torch.isfinite(states).all() and torch.isfinite(pooled).all()
+    n = len(encoder.tokenizer(SHORT)["input_ids"])
+    with torch.no_grad():
+        unpadded = encoder.model(**encoder.tokenizer([SHORT], return_tensors="pt")).last_hidden_state[0]
+    torch.testing.assert_close(states[0, :n], unpadded, atol=1e-5, rtol=1e-5)
+
+
+def test_prompts_of_a_relative_llm_folder_name_it_absolutely(gemma3_dir, tmp_path, monkeypatch):
+    """An exported pipeline must find its LLM from any working directory."""
+    monkeypatch.chdir(gemma3_dir.parent)
+    encoder = SoftPromptContextEncoder.from_pretrained(f"./{gemma3_dir.name}", n_sets=1, n_prompt_tokens=1)
+    encoder.save_soft_prompts(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert SoftPromptContextEncoder.from_soft_prompts(tmp_path).llm_name == str(gemma3_dir.resolve())

@@ -1,10 +1,14 @@
+import logging
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
 
-from namd.training import TrainableModule, TrainSettings, TrainingDivergedError, fit
+from namd.training import (MIN_BATCH, TrainableModule, TrainSettings, TrainingDivergedError, _loader, _rng_state,
+                           _set_rng_state, fit)
 
 
 class Points(Dataset):
@@ -84,7 +88,7 @@ def test_nan_loss_names_model_and_step_and_keeps_last_checkpoint(tmp_path):
     with pytest.raises(TrainingDivergedError, match=r"line: loss is nan at step 14 \(epoch 1\)"):
         fit(Line(poison_at=17), Points(64, 1), Points(16, 2), settings(), state, progress=False)
     assert (state / "last.pt").exists()
-    assert torch.load(state / "last.pt", weights_only=False)["epoch"] == 0
+    assert torch.load(state / "last.pt", weights_only=True)["epoch"] == 0
 
 
 def test_empty_split_is_named(tmp_path):
@@ -133,3 +137,50 @@ def test_exactly_one_of_steps_and_epochs():
         settings(epochs=None)
     with pytest.raises(ValueError, match="at least 1"):
         settings(epochs=None, max_steps=0)
+
+
+class _RunsCode:
+    """What a tampered checkpoint could hold: unpickling it calls a function of the attacker's choice."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_tampered_state_runs_no_code_and_training_starts_afresh(tmp_path, caplog):
+    state, marker = tmp_path / "s", tmp_path / "code_ran"
+    state.mkdir()
+    torch.save({"fingerprint": settings().fingerprint(), "epoch": 2, "payload": _RunsCode(marker)}, state / "last.pt")
+    with caplog.at_level(logging.WARNING, logger="namd.training"):
+        result = fit(Line(), Points(64, 1), Points(16, 2), settings(), state, progress=False)
+    assert not marker.exists()
+    assert [r["epoch"] for r in result.history] == [0, 1, 2, 3]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert f"line: {state / 'last.pt'} cannot be read as a resume checkpoint (UnpicklingError" in line
+    assert line.endswith("starting afresh") and "\n" not in line
+    assert torch.load(state / "last.pt", weights_only=True)["epoch"] == 3  # replaced whole by the new run
+
+
+def test_random_state_survives_a_weights_only_checkpoint(tmp_path):
+    np.random.seed(3)
+    np.random.normal()  # a cached Gaussian is part of numpy's state too
+    random.seed(4)
+    torch.save({"rng": _rng_state()}, tmp_path / "rng.pt")
+    expected = (np.random.normal(size=3), random.random(), torch.rand(2))
+    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    again = (np.random.normal(size=3), random.random(), torch.rand(2))
+    np.testing.assert_array_equal(again[0], expected[0])
+    assert again[1] == expected[1] and torch.equal(again[2], expected[2])
+
+
+@pytest.mark.parametrize("n", range(1, 30))
+@pytest.mark.parametrize("batch_size", [3, 4, 8])
+def test_no_loader_gives_a_batch_the_alignment_loss_cannot_score(n, batch_size):
+    """Every batch, the last of an epoch and of validation included, has MIN_BATCH samples or the whole split."""
+    train = [len(b["x"]) for b in _loader(Points(n, 1), batch_size, True, 0, 0)]
+    val = [len(b["x"]) for b in _loader(Points(n, 1), batch_size, False, 0, 0)]
+    assert sum(val) == n and all(size >= min(MIN_BATCH, n) for size in val)
+    assert max(val) < batch_size + MIN_BATCH
+    assert train == ([batch_size] * (n // batch_size) if n > batch_size else [n])

@@ -123,7 +123,7 @@ def test_loss_input_errors():
     with pytest.raises(ValueError, match="no lpips_model was given"):
         model.loss(batch, **WEIGHTS | {"lambda_lpips": 1.0})
     single = {key: value[:1] for key, value in batch.items()}
-    with pytest.raises(ValueError, match="lambda_align = 0.5 > 0, but the alignment loss needs a batch of at least 2"):
+    with pytest.raises(ValueError, match="lambda_align = 0.5 > 0, but the alignment loss needs a batch of at least 3"):
         model.loss(single, **WEIGHTS)
     assert torch.isnan(model.loss(single, **WEIGHTS | {"lambda_align": 0.0})["align"])
 

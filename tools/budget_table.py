@@ -19,7 +19,7 @@ import pandas as pd
 
 from namd.budget import STAGE1, budget_rows
 from namd.config import load_config
-from namd.methods import LDM_FAMILY
+from namd.methods import LDM_FAMILY, REUSES
 from namd.stages.evaluate import TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,8 @@ def wall_seconds(bench: Path, job: str) -> float | None:
 
 
 def wall_time(bench: Path, method: str, vae: str | None) -> str:
+    if method in REUSES:
+        return f"none (reuses `{REUSES[method]}`)"
     own = wall_seconds(bench, method)
     if own is None:
         return "not run"
@@ -65,11 +67,13 @@ def markdown(config: dict, n_train: int | None, bench: Path) -> str:
         lines.append(f"| {TITLES.get(method, method)} | `{method}` | {steps} | {row['batch_size']} | {seen} | "
                      f"{row['initialisation']} | {wall_time(bench, method, config['methods'][method].get('vae'))} |")
     budget = config["budget"]
+    reused = [f"`{m}` samples `{REUSES[m]}`'s trained model and trains nothing" for m in config["methods"] if m in REUSES]
     lines += [
         "",
-        f"Every row: {budget['pretrain_steps'] + budget['paired_steps']:,} optimiser steps of its generator at batch "
-        f"{budget['batch_size']}"
-        + (f" on the same {n_train} training pairs." if n_train else " on the same training pairs.")
+        f"Every row{' that trains' if reused else ''}: {budget['pretrain_steps'] + budget['paired_steps']:,} "
+        f"optimiser steps of its generator at batch {budget['batch_size']}"
+        + (f" on the same {n_train} training pairs" if n_train else " on the same training pairs")
+        + ("; " + "; ".join(reused) if reused else "") + "."
         + " The latent family's VAEs (`vae_aligned`, `vae_unaligned`) are shared infrastructure, like SD1.5's "
         "pretrained VAE in the paper, and are not counted (Flux trains on `vae_unaligned`'s latents too); nor is "
         "McWGAN's frozen perceptual network, which stands in for its source's pretrained ResNet-18. "

@@ -26,6 +26,8 @@ under the table whose content failed; rows of a dropped candidate pair are liste
 
 | table | rule | when |
 |---|---|---|
+| sctabn, locations | invalid_code, invalid_value | a value NLST's dictionary refuses (file, line, pid, value) |
+| sctabnc | invalid_code, invalid_value | the same; a pair whose follow-up comparison it is fails with it too |
 | sctabn | non_nodule | sct_ab_desc 52 micronodule, 53 calcified, 54-65 other finding |
 | sctabn | no_location | nodule without a row in nodule_locations |
 | locations | no_sctabn_row | location keys (pid, study_yr, sct_ab_num) absent from sctabn |
@@ -33,6 +35,7 @@ under the table whose content failed; rows of a dropped candidate pair are liste
 | locations | no_follow_up | nodule_id not annotated at study_yr + 1 (nor a follow-up itself) |
 | locations | not_baseline_year | study_yr not in baseline_years and not a follow-up |
 | pairs | not_in_prsn | pid absent from the participant table |
+| pairs | invalid_code, invalid_value | the participant's record, or the follow-up sctabnc row, is invalid |
 | pairs | contradicted_link | sctabnc at the follow-up: sct_ab_preexist 1 (not on the prior screen) |
 | pairs | unconfirmed_link | only with require_link_confirmation: no sct_ab_preexist 2 |
 | pairs | missing_field | a required_fields value missing at baseline (code named) |
@@ -44,7 +47,10 @@ under the table whose content failed; rows of a dropped candidate pair are liste
 | pairs | cancer_other_lobe | cancer recorded only in other lobes (cancer_other_lobe="exclude") |
 | pairs | nodule_size | baseline sct_long_dia outside nodule_size_mm [low, high] mm (inclusive), or missing |
 | pairs | test_pair_limit | test subject's pairs beyond max_test_pairs_per_subject (after the split) |
+| prsn | invalid_code, invalid_value | participant with an invalid record (listed so, not as no_pair) |
 | prsn | no_pair | participant with no kept pair |
+
+A bad value excludes its row, never the run: selection fails only when no pair is left.
 
 The paper's cohort (Sec. 4.1.1): indeterminate nodules, one test pair per test subject.
 nodule_size keeps a pair whose baseline long-axis diameter as recorded (sct_long_dia) lies in
@@ -74,9 +80,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from namd.data.nlst import (CANCER_LOCATION_FIELDS, EHR_FEATURES, MISSING_CODE_SUFFIX, NLST_CODES,
-                            PAPER_VOCABULARY, YES_NO_FIELDS, clean_nlst_table, describe_missing, report_text,
-                            to_paper_vocabulary)
+from namd.data.nlst import (CANCER_LOCATION_FIELDS, EHR_FEATURES, INVALID_REASON, INVALID_RULE, INVALID_RULES,
+                            MISSING_CODE_SUFFIX, NLST_CODES, PAPER_VOCABULARY, YES_NO_FIELDS, clean_nlst_table,
+                            describe_missing, report_text, to_paper_vocabulary)
 
 SPLITS = ("train", "val", "test")
 PAIR_COLUMNS = ("pair_id", "pid", "nodule_id", "study_yr_base", "study_yr_follow", "sct_ab_num_base",
@@ -145,6 +151,37 @@ def _columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 def _pair_ids(pairs: pd.DataFrame) -> pd.Series:
     return (pairs["pid"].astype("string") + "_" + pairs["nodule_id"] + "_T"
             + pairs["study_yr_base"].astype("string") + "T" + pairs["study_yr_follow"].astype("string"))
+
+
+def _add_invalid(out: _Exclusions, table: str, rows: pd.DataFrame) -> None:
+    """List the rows `clean_nlst_table` marked invalid, each under its rule and reason."""
+    invalid = rows[rows[INVALID_RULE].notna()]
+    for rule, group in invalid.groupby(INVALID_RULE, sort=False):
+        out.add(table, group, rule, group[INVALID_REASON])
+
+
+def _without_invalid_records(sctabn: pd.DataFrame, locations: pd.DataFrame,
+                             out: _Exclusions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """sctabn and location rows without an invalid value: an invalid one is listed under its table, and
+    the other table's row with the same keys goes with it unlisted (the content that failed is named once)."""
+    _add_invalid(out, "sctabn", sctabn)
+    _add_invalid(out, "locations", locations)
+    bad = pd.MultiIndex.from_frame(pd.concat([t.loc[t[INVALID_RULE].notna(), _KEYS] for t in (sctabn, locations)]))
+    return tuple(t[~pd.MultiIndex.from_frame(t[_KEYS]).isin(bad)] for t in (sctabn, locations))
+
+
+def _invalid_columns(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The table's invalid_rule and invalid_reason, renamed after the table so that merges keep them apart."""
+    return table[[INVALID_RULE, INVALID_REASON]].rename(columns=lambda c: f"{name}_{c}")
+
+
+def _no_pair_left(out: _Exclusions) -> ValueError:
+    excluded = out.frame()
+    by_rule = excluded["rule"].value_counts()
+    example = excluded.loc[excluded["rule"] == by_rule.index[0], "reason"].iloc[0] if len(by_rule) else "none"
+    listing = ", ".join(f"{rule} {count}" for rule, count in by_rule.items())
+    return ValueError(f"split 'train' is empty: no usable pair is left; excluded rows by rule: {listing or 'none'} "
+                      f"(e.g. {example})")
 
 
 def _observations(sctabn: pd.DataFrame, locations: pd.DataFrame, out: _Exclusions) -> pd.DataFrame:
@@ -404,14 +441,20 @@ def select_cohort(prsn: pd.DataFrame, sctabn: pd.DataFrame, sctabnc: pd.DataFram
                                         ((prsn, "prsn"), (sctabn, "sctabn"), (sctabnc, "sctabnc"),
                                          (locations, "locations")))
     out = _Exclusions()
+    sctabn, locations = _without_invalid_records(sctabn, locations, out)
+    _add_invalid(out, "sctabnc", sctabnc)
     pairs = _candidate_pairs(_observations(sctabn, locations, out), baseline_years, out)
-    comparison = _columns(sctabnc, [*_KEYS, "sct_ab_preexist", "sct_ab_gwth"]).rename(
+    comparison = pd.concat([_columns(sctabnc, [*_KEYS, "sct_ab_preexist", "sct_ab_gwth"]),
+                            _invalid_columns(sctabnc, "sctabnc")], axis=1).rename(
         columns={"study_yr": "study_yr_follow", "sct_ab_num": "sct_ab_num_follow"})
     pairs = pairs.merge(comparison, on=["pid", "study_yr_follow", "sct_ab_num_follow"], how="left")
-    pairs = pairs.merge(_columns(prsn, ["pid", *_PARTICIPANT_FIELDS]), on="pid", how="left", indicator=True)
+    participants = pd.concat([_columns(prsn, ["pid", *_PARTICIPANT_FIELDS]), _invalid_columns(prsn, "prsn")], axis=1)
+    pairs = pairs.merge(participants, on="pid", how="left", indicator=True)
     preexist = pairs["sct_ab_preexist"]
     checks: list[Check] = [
         ("not_in_prsn", pairs["_merge"].eq("left_only"), "pid not in the participant table"),
+        *((rule, pairs[f"{table}_{INVALID_RULE}"].eq(rule), pairs[f"{table}_{INVALID_REASON}"])
+          for table in ("prsn", "sctabnc") for rule in INVALID_RULES),
         ("contradicted_link", preexist.isin([1]),
          "sctabnc at the follow-up screen says sct_ab_preexist=1 (not present on the prior screen)"),
         ("unconfirmed_link", pd.Series(require_link_confirmation, index=pairs.index) & ~_flag(preexist.isin([2])),
@@ -432,16 +475,21 @@ def select_cohort(prsn: pd.DataFrame, sctabn: pd.DataFrame, sctabnc: pd.DataFram
     for name, group in failed.groupby("rule", sort=False):
         out.add("pairs", group, name, group["reason"])
     kept = pairs[pairs["rule"].isna()].copy()
+    # participants without a pair; final here, since test_pair_limit leaves every subject a pair
+    candidates = pairs.groupby("pid").size()
+    lost = prsn[~prsn["pid"].isin(kept["pid"])]
+    _add_invalid(out, "prsn", lost)
+    lost = lost[lost[INVALID_RULE].isna()]
+    out.add("prsn", lost, "no_pair", ("all " + lost["pid"].map(candidates).astype("Int64").astype("string")
+                                      + " candidate pair(s) excluded").fillna(
+        "no nodule annotated at two consecutive screens"))
+    if kept.empty:
+        raise _no_pair_left(out)
     kept["split"] = kept["pid"].map(split_patients(kept, val_fraction=val_fraction, test_fraction=test_fraction,
                                                    seed=seed))
     dropped = {rule: pairs[_flag(pairs["rule"].eq(rule))] for rule in COUNTED_RULES}
     if max_test_pairs_per_subject is not None:
         kept, dropped["test_pair_limit"] = _limit_test_pairs(kept, max_test_pairs_per_subject, seed, out)
-    candidates = pairs.groupby("pid").size()
-    lost = prsn[~prsn["pid"].isin(kept["pid"])]
-    out.add("prsn", lost, "no_pair", ("all " + lost["pid"].map(candidates).astype("Int64").astype("string")
-                                      + " candidate pair(s) excluded").fillna(
-        "no nodule annotated at two consecutive screens"))
     result = _pairs_frame(kept, name_relatives)
     positive = [s for s, f in zip(SPLITS, (1.0, val_fraction, test_fraction)) if f > 0]
     check_splits(result, splits=positive, require_both_classes=require_both_classes)

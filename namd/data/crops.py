@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from namd.data.dicom_read import CTVolume, DicomSeriesError, read_ct_series
 from namd.io import atomic_output
+from namd.progress import progress_bar
 
 AIR_HU = -1000.0
 DEFAULT_WINDOW = (-1000.0, 400.0)
@@ -161,7 +161,7 @@ def build_crops(
     crops = {"base": np.empty((n, 1, size, size), np.float32), "follow": np.empty((n, 1, size, size), np.float32)}
     table = {when: [None] * n for when in PAIR_LOCATION_COLUMNS}
     at_border = []
-    for uid, uid_jobs in tqdm(jobs.items(), desc="Cropping nodules", unit="series", disable=not progress):
+    for uid, uid_jobs in progress_bar(jobs.items(), desc="Cropping nodules", unit="series", disable=not progress):
         try:
             volume = read_ct_series(series_paths[uid])
         except DicomSeriesError as err:

@@ -9,12 +9,24 @@ a series folder usually means a damaged download. Valid DICOM files that are not
 (DICOMDIR, structured reports, presentation states, secondary captures) are skipped with a
 logged warning: TCIA folders sometimes carry them beside the slices. Hidden files (".DS_Store")
 are skipped silently.
+
+pydicom's own warnings (an invalid UID, an unknown character set...) become one log line each,
+naming the file, instead of raw UserWarnings with pydicom's source line.
+
+Missing slices, three ways: a gap longer than GAP_FACTOR times the median spacing (one slice
+lost); InstanceNumbers that, ordered along the normal, step by more than one (every other
+slice lost: the median then doubles with them); and, where the numbers cannot tell (absent,
+repeated or not monotonic), a median spacing longer than GAP_FACTOR times the nominal spacing
+(SpacingBetweenSlices, else SliceThickness; NLST's reconstructions are contiguous or overlap).
+Each names the positions (mm along the normal) where slices are missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,8 +38,9 @@ import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage
-from tqdm.auto import tqdm
+from pydicom.uid import UID, CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage
+
+from namd.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +53,8 @@ GAP_FACTOR = 1.5
 ORIENTATION_TOLERANCE = 1e-4
 #: Slices closer than this (mm) along the normal sit at the same position.
 SAME_POSITION_MM = 1e-3
+#: Missing positions listed in an error before "and N more".
+LISTED_POSITIONS = 5
 
 SERIES_INDEX_COLUMNS = [
     "series_instance_uid",
@@ -90,19 +105,52 @@ class _Plane:
     pixel_spacing: tuple[float, float]
     slope: float
     intercept: float
+    nominal_spacing: float | None  # SpacingBetweenSlices, else SliceThickness (mm); None when neither is usable
 
     @property
     def label(self) -> str:
         return str(self.file) if self.frame is None else f"{self.file} (frame {self.frame + 1})"
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _library_warnings_logged(path: Path):
+    """pydicom's warnings, and the copies it sends to its logger, as one line each in ours naming the file."""
+    pydicom_log = logging.getLogger("pydicom")
+    collect, propagate = _Collect(), pydicom_log.propagate
+    pydicom_log.addHandler(collect)
+    pydicom_log.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        pydicom_log.removeHandler(collect)
+        pydicom_log.propagate = propagate
+        for message in dict.fromkeys([*collect.messages, *(str(w.message) for w in caught)]):
+            log.warning("%s: %s", path, " ".join(message.split()))
+
+
 def _read_dataset(path: Path, *, headers_only: bool) -> Dataset:
     try:
-        return pydicom.dcmread(path, stop_before_pixels=headers_only, force=False)
+        ds = pydicom.dcmread(path, stop_before_pixels=headers_only, force=False)
+        ds.walk(lambda dataset, element: None)  # parse every value now, where a damaged one is reported as such
     except InvalidDicomError as err:
         raise DicomSeriesError(f"{path}: not a DICOM file (no preamble / 'DICM' prefix): {err}") from err
     except Exception as err:  # pydicom raises many types for damaged bytes; all mean the same here
         raise DicomSeriesError(f"{path}: corrupt or truncated DICOM file ({type(err).__name__}: {err})") from err
+    if len(ds) == 0:
+        raise DicomSeriesError(f"{path}: truncated: a DICOM file meta header but no dataset after it "
+                               f"({path.stat().st_size} bytes)")
+    return ds
 
 
 def _require(item: Dataset, keyword: str, where: str):
@@ -122,6 +170,20 @@ def _floats(value, count: int, keyword: str, where: str) -> tuple[float, ...]:
     return numbers
 
 
+def _positive(value) -> float | None:
+    """A spacing from an optional header value; None when absent, not a number or not positive."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _nominal_spacing(get) -> float | None:
+    """SpacingBetweenSlices, else SliceThickness, from a keyword -> value lookup."""
+    return _positive(get("SpacingBetweenSlices")) or _positive(get("SliceThickness"))
+
+
 def _single_frame_plane(ds: Dataset, path: Path) -> _Plane:
     where = str(path)
     return _Plane(
@@ -136,16 +198,24 @@ def _single_frame_plane(ds: Dataset, path: Path) -> _Plane:
         pixel_spacing=_floats(_require(ds, "PixelSpacing", where), 2, "PixelSpacing", where),
         slope=float(_require(ds, "RescaleSlope", where)),
         intercept=float(_require(ds, "RescaleIntercept", where)),
+        nominal_spacing=_nominal_spacing(ds.get),
     )
 
 
-def _frame_group_value(ds: Dataset, frame_groups: Dataset, group: str, keyword: str, where: str):
-    """Per-frame functional group first, then the shared one: the enhanced-CT lookup order."""
+def _optional_frame_value(ds: Dataset, frame_groups: Dataset, group: str, keyword: str):
+    """Per-frame functional group first, then the shared one: the enhanced-CT lookup order; None if neither."""
     for groups in (frame_groups, (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]):
         items = groups.get(group)
         if items and items[0].get(keyword) not in (None, ""):
             return items[0].get(keyword)
-    raise DicomSeriesError(f"{where}: no {group} > {keyword} in the per-frame or shared functional groups")
+    return None
+
+
+def _frame_group_value(ds: Dataset, frame_groups: Dataset, group: str, keyword: str, where: str):
+    value = _optional_frame_value(ds, frame_groups, group, keyword)
+    if value is None:
+        raise DicomSeriesError(f"{where}: no {group} > {keyword} in the per-frame or shared functional groups")
+    return value
 
 
 def _multi_frame_planes(ds: Dataset, path: Path) -> list[_Plane]:
@@ -180,6 +250,8 @@ def _multi_frame_planes(ds: Dataset, path: Path) -> list[_Plane]:
                 pixel_spacing=_floats(value("PixelMeasuresSequence", "PixelSpacing"), 2, "PixelSpacing", frame_where),
                 slope=float(value("PixelValueTransformationSequence", "RescaleSlope")),
                 intercept=float(value("PixelValueTransformationSequence", "RescaleIntercept")),
+                nominal_spacing=_nominal_spacing(
+                    partial(_optional_frame_value, ds, groups, "PixelMeasuresSequence")),
             )
         )
     return planes
@@ -190,6 +262,8 @@ def _planes_of(ds: Dataset, path: Path) -> list[_Plane]:
     sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
     if not sop_class:
         raise DicomSeriesError(f"{path}: no SOP Class UID, so not a complete DICOM image (truncated?)")
+    if not UID(sop_class).is_valid:
+        raise DicomSeriesError(f"{path}: SOP Class UID {str(sop_class)!r} is not a valid UID (truncated or corrupt)")
     if sop_class in SINGLE_FRAME_CT:
         return [_single_frame_plane(ds, path)]
     if sop_class in MULTI_FRAME_CT:
@@ -246,7 +320,40 @@ def _order_planes(planes: list[_Plane], source: Path) -> tuple[list[_Plane], np.
             f"(gap {steps[k]:.3f} mm, median spacing {median:.3f} mm) next to {planes[k].label} and "
             f"{planes[k + 1].label}"
         )
+    _check_instance_numbers_and_spacing(planes, positions, median, source)
     return planes, positions
+
+
+def _listing(missing: list[str]) -> str:
+    shown = ", ".join(missing[:LISTED_POSITIONS])
+    return shown + (f" and {len(missing) - LISTED_POSITIONS} more" if len(missing) > LISTED_POSITIONS else "")
+
+
+def _check_instance_numbers_and_spacing(planes: list[_Plane], positions: np.ndarray, median: float,
+                                        source: Path) -> None:
+    """Slices missing at a regular stride, which the median spacing cannot see (module docstring)."""
+    numbers = np.array([p.instance_number for p in planes])
+    steps = np.diff(numbers)
+    if len(planes) > 1 and (numbers > 0).all() and ((steps > 0).all() or (steps < 0).all()):
+        jumps = np.flatnonzero(np.abs(steps) > 1)
+        missing = [f"{n} at {positions[k] + (positions[k + 1] - positions[k]) * j / abs(steps[k]):.3f} mm"
+                   for k in jumps for j, n in enumerate(range(numbers[k], numbers[k + 1], np.sign(steps[k])))
+                   if j > 0]
+        if missing:
+            k = jumps[0]
+            raise DicomSeriesError(
+                f"{source}: {len(missing)} slice(s) missing by InstanceNumber: {_listing(missing)}; e.g. "
+                f"{planes[k].label} (InstanceNumber {numbers[k]}) and {planes[k + 1].label} (InstanceNumber "
+                f"{numbers[k + 1]}) are neighbours {positions[k + 1] - positions[k]:.3f} mm apart")
+        return  # numbered without a gap: a spacing beyond the nominal one is the protocol's own gap
+    nominal = planes[0].nominal_spacing
+    if nominal is None or not median > GAP_FACTOR * nominal:
+        return
+    missing = [f"{positions[k] + step * j / round(step / nominal):.3f} mm"
+               for k, step in enumerate(np.diff(positions)) for j in range(1, round(step / nominal))]
+    raise DicomSeriesError(
+        f"{source}: slices are {median:.3f} mm apart but their nominal spacing (SpacingBetweenSlices, else "
+        f"SliceThickness) is {nominal:.3f} mm: {len(missing)} slice(s) missing, at {_listing(missing)}")
 
 
 def _median_spacing(positions: np.ndarray) -> float:
@@ -288,14 +395,18 @@ def read_ct_series(path: str | Path) -> CTVolume:
     datasets = {}
     planes = []
     for file in files:
-        ds = _read_dataset(file, headers_only=False)
-        file_planes = _planes_of(ds, file)
+        with _library_warnings_logged(file):
+            ds = _read_dataset(file, headers_only=False)
+            file_planes = _planes_of(ds, file)
         if file_planes:
             datasets[file] = ds
             planes.extend(file_planes)
     planes, positions = _order_planes(planes, source)
 
-    decoded = {file: _decode(ds, file) for file, ds in datasets.items()}
+    decoded = {}
+    for file, ds in datasets.items():
+        with _library_warnings_logged(file):
+            decoded[file] = _decode(ds, file)
     first = planes[0]
     hu = np.empty((len(planes), first.rows, first.cols), dtype=np.float32)
     for z, plane in enumerate(planes):
@@ -341,8 +452,10 @@ def index_series(dicom_root: str | Path, *, progress: bool = True) -> pd.DataFra
     files = list(_walk_files(root))
     planes_by_series: dict[str, list[_Plane]] = defaultdict(list)
     series_in_folder: dict[Path, set[str]] = defaultdict(set)
-    for file in tqdm(files, desc="Indexing DICOM headers", unit="file", disable=not progress):
-        for plane in _planes_of(_read_dataset(file, headers_only=True), file):
+    for file in progress_bar(files, desc="Indexing DICOM headers", unit="file", disable=not progress):
+        with _library_warnings_logged(file):
+            file_planes = _planes_of(_read_dataset(file, headers_only=True), file)
+        for plane in file_planes:
             planes_by_series[plane.series_uid].append(plane)
             series_in_folder[file.parent].add(plane.series_uid)
     if not planes_by_series:

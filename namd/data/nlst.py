@@ -7,9 +7,16 @@ Reading (`read_nlst_table`, `clean_nlst_table`), so that a real copy and the pha
   sct_margins 9, sct_slice_num 999, sctabnc 9 = unable). The code seen is kept in a companion
   column `<column>_missing_code` so that an exclusion can say "sct_margins=9 (unable to
   determine)" (`describe_missing`);
-- a missing required column, a number that is not a number, a code outside NLST's dictionary
-  (`NLST_CODES`), a negative size or coordinate, a missing key and a duplicated key raise a
-  ValueError that names the file, the column and the rows (row i is file line i + 2).
+- a value NLST's dictionary does not allow marks its row invalid instead of stopping the run:
+  a code outside `NLST_CODES` is `invalid_code`; a number outside `VALUE_RANGES` (age 999, a
+  999 mm diameter, cancyr 999), a fraction in a whole-number field or text in a numeric field is
+  `invalid_value`. The value becomes NA (missing code "invalid") and the row carries
+  `invalid_rule` and `invalid_reason`, e.g. "nlst_prsn.csv line 4, pid 300: gender=3 is not a
+  code of NLST's dictionary (1 male, 2 female)" (file line: header = line 1; a frame not read
+  from a file says "row i", 0-based). The cohort excludes such rows (`namd.data.cohort`);
+- a missing required column, a key that is missing or not a number, a duplicated key and a line
+  with the wrong number of fields still raise a ValueError naming the file, the column and the
+  lines: without them no row can be named at all.
 
 Vocabulary: `NLST_CODES` holds NLST's meaning of every coded field, `PAPER_VOCABULARY` the words
 of the paper's Table 2 for the coded EHR features; both directions go through
@@ -32,8 +39,9 @@ Numeric encodings (one place, `ATTENUATION_SOLIDITY` and `MARGIN_SUSPICION` serv
 
 from __future__ import annotations
 
+import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +69,9 @@ FIELD_MISSING_CODES = {
     "sct_ab_invg": {9: "unable to determine"},
 }
 MISSING_CODE_SUFFIX = "_missing_code"
+INVALID_CODE = "invalid"  # the missing code of a value that `clean_nlst_table` refused
+INVALID_RULE, INVALID_REASON = "invalid_rule", "invalid_reason"
+INVALID_RULES = ("invalid_code", "invalid_value")
 
 _NO_YES = {0: "no", 1: "yes"}
 _SCTABNC_NO_YES = {1: "no", 2: "yes"}
@@ -117,23 +128,44 @@ _KEYS = {
 }
 _STRING_FIELDS = {"nodule_id", "series_instance_uid"}
 _FLOAT_FIELDS = {"pkyr", "sct_long_dia", "sct_perp_dia"}
-_NON_NEGATIVE_FIELDS = {"age", "pkyr", "cancyr", "study_yr", "sct_long_dia", "sct_perp_dia",
-                        "sct_slice_num", "row", "col", "slice_index"}
+#: plausible values (inclusive; None: open), from NLST's data dictionary where it gives them
+VALUE_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "age": (55, 74, "age at randomisation, NLST's eligibility"),
+    "study_yr": (0, 2, "the screens T0-T2"),
+    "cancyr": (0, 7, "study year of diagnosis, T0-T7"),
+    # not in the dictionary: a nodule or mass from 1 mm to 10 cm (code 51 starts at 4 mm, a
+    # perpendicular diameter can be smaller); beyond that a typing error, not a lung nodule
+    "sct_long_dia": (1, 100, "mm, a plausible nodule or mass"),
+    "sct_perp_dia": (1, 100, "mm, a plausible nodule or mass"),
+    **{field: (0, None, "a count, never negative") for field in ("pkyr", "sct_slice_num")},
+    **{field: (0, None, "a 0-based voxel index") for field in ("row", "col", "slice_index")},
+}
 _KNOWN_FIELDS = (set().union(*_REQUIRED.values()) | set(NLST_CODES) | _FLOAT_FIELDS
                  | {"candx_days", "scr_days0", "scr_days1", "scr_days2", "sct_slice_num", "visible_days"})
 
 
-def _rows(index: pd.Index, limit: int = 5) -> str:
-    shown = ", ".join(str(i) for i in index[:limit])
-    return f"row(s) {shown}" + (f" and {len(index) - limit} more" if len(index) > limit else "")
+def _rows(index: pd.Index, lines: pd.Series | None, limit: int = 5) -> str:
+    """'line(s) 4, 7' (file lines) or 'row(s) 2, 5' (0-based rows of a frame not read from a file)."""
+    shown = ", ".join(str(i) for i in (index if lines is None else lines[index])[:limit])
+    more = f" and {len(index) - limit} more" if len(index) > limit else ""
+    return ("row(s) " if lines is None else "line(s) ") + shown + more
 
 
-def _clean_column(series: pd.Series, column: str, source: str, sas_missing_codes: Mapping[str, str],
-                  previous_codes: pd.Series | None) -> tuple[pd.Series, pd.Series]:
-    """The column's values with every missing code as NA, and the code seen (or NA) per row."""
+def _shown(values: pd.Series) -> pd.Series:
+    """Values as the file wrote them (numbers without a trailing .0)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("Float64").map(lambda v: f"{v:g}", na_action="ignore").astype("string")
+    return values.astype("string").str.strip()
+
+
+def _clean_column(series: pd.Series, column: str, sas_missing_codes: Mapping[str, str],
+                  previous_codes: pd.Series | None) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The column's values with every missing code as NA, the code seen (or NA) per row, and where
+    the text is neither a number nor a missing code."""
     codes_seen = pd.Series(pd.NA, index=series.index, dtype="string")
     if previous_codes is not None:
         codes_seen = previous_codes.astype("string")
+    not_numbers = pd.Series(False, index=series.index)
     if pd.api.types.is_numeric_dtype(series):
         values = series.astype("Float64")
         codes_seen = codes_seen.mask(values.isna() & codes_seen.isna(), "blank")
@@ -143,47 +175,84 @@ def _clean_column(series: pd.Series, column: str, source: str, sas_missing_codes
         codes_seen = codes_seen.mask(is_code & codes_seen.isna(), text.replace("", "blank"))
         text = text.mask(is_code)
         if column in _STRING_FIELDS:
-            return text, codes_seen
+            return text, codes_seen, not_numbers
         values = pd.to_numeric(text, errors="coerce").astype("Float64")
-        not_numbers = text.notna() & values.isna()
-        if not_numbers.any():
-            if column not in _KNOWN_FIELDS:
-                return text, codes_seen  # a column this project does not use: keep it as text
-            bad = text[not_numbers]
-            raise ValueError(
-                f"{source}: column {column!r} has values that are neither numbers nor missing codes "
-                f"{sorted(sas_missing_codes)} at {_rows(bad.index)} (e.g. {bad.iloc[0]!r})")
+        not_numbers = (text.notna() & values.isna()).astype(bool)
+        if not_numbers.any() and column not in _KNOWN_FIELDS:
+            return text, codes_seen, not_numbers & False  # a column this project does not use: keep it as text
     for code in FIELD_MISSING_CODES.get(column, {}):
         hit = values.eq(code).fillna(False)
         codes_seen = codes_seen.mask(hit, str(code))
         values = values.mask(hit)
-    return values, codes_seen
+    return values, codes_seen, not_numbers
 
 
-def _check_values(values: pd.Series, column: str, source: str) -> pd.Series:
-    """Typed column (Int64 for integer fields) after the dictionary and sign checks."""
-    present = values.dropna()
+def _code_listing(column: str) -> str:
+    codes = NLST_CODES[column]
+    if len(codes) > 8:
+        return ", ".join(str(code) for code in codes)
+    return ", ".join(f"{code} {meaning}" for code, meaning in codes.items())
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if high is None:
+        return f">= {low:g}"
+    return f"<= {high:g}" if low is None else f"{low:g}-{high:g}"
+
+
+def _is_integer_field(column: str) -> bool:
+    return column in _KNOWN_FIELDS and column not in _FLOAT_FIELDS
+
+
+def _invalid_values(values: pd.Series, shown: pd.Series, column: str) -> tuple[pd.Series, pd.Series]:
+    """The rule and description of each value NLST's dictionary does not allow (NA where allowed)."""
+    rule = pd.Series(pd.NA, index=values.index, dtype="string")
+    why = pd.Series(pd.NA, index=values.index, dtype="string")
+    present = values.notna().astype(bool)
+
+    def flag(mask: pd.Series, name: str, text: str) -> None:
+        hit = present & mask.fillna(False).astype(bool) & rule.isna()
+        rule[hit] = name
+        why[hit] = f"{column}=" + shown[hit] + text
+
     if column in NLST_CODES:
-        unknown = present[~present.isin(list(NLST_CODES[column]))]
-        if len(unknown):
-            raise ValueError(
-                f"{source}: column {column!r} has code {float(unknown.iloc[0]):g} at {_rows(unknown.index)}, "
-                f"not in NLST's dictionary {sorted(NLST_CODES[column])} (missing codes excepted)")
-    if column in _NON_NEGATIVE_FIELDS and (present < 0).any():
-        negative = present[present < 0]
-        raise ValueError(f"{source}: column {column!r} is negative at {_rows(negative.index)}")
-    if column in _FLOAT_FIELDS or column not in _KNOWN_FIELDS:
-        return values.astype("float64")
-    fractional = present[present != present.round()]
-    if len(fractional):
-        raise ValueError(f"{source}: column {column!r} must hold whole numbers; "
-                         f"{float(fractional.iloc[0]):g} at {_rows(fractional.index)}")
-    return values.astype("Int64")
+        flag(~values.isin(list(NLST_CODES[column])), "invalid_code",
+             f" is not a code of NLST's dictionary ({_code_listing(column)})")
+    if column in VALUE_RANGES:
+        low, high, meaning = VALUE_RANGES[column]
+        outside = pd.Series(False, index=values.index)
+        if low is not None:
+            outside |= (values < low).fillna(False)
+        if high is not None:
+            outside |= (values > high).fillna(False)
+        flag(outside, "invalid_value", f" is outside {_range_text(low, high)} ({meaning})")
+    if _is_integer_field(column):
+        flag(values != values.round(), "invalid_value", " is not a whole number")
+    return rule, why
+
+
+def _invalid_columns(table: pd.DataFrame, found: list[tuple[pd.Series, pd.Series]], previous: pd.DataFrame | None,
+                     source: str, lines: pd.Series | None) -> tuple[pd.Series, pd.Series]:
+    """invalid_rule (the first column's) and invalid_reason (all of them) per row, naming file, line and pid."""
+    rule = pd.Series(pd.NA, index=table.index, dtype="string")
+    reasons = pd.Series(pd.NA, index=table.index, dtype="string")
+    for column_rule, column_why in found:
+        rule = rule.fillna(column_rule)
+        reasons = reasons.mask(reasons.notna() & column_why.notna(), reasons + "; " + column_why).fillna(column_why)
+    where = (f"{source} line " + lines.astype("string")) if lines is not None else \
+        (f"{source} row " + pd.Series(table.index, index=table.index).astype("string"))
+    reasons = where + ", pid " + table["pid"].astype("string") + ": " + reasons
+    if previous is not None:  # a table cleaned before keeps what it was told then
+        kept = previous[INVALID_RULE].notna()
+        rule, reasons = rule.mask(kept, previous[INVALID_RULE]), reasons.mask(kept, previous[INVALID_REASON])
+    return rule.astype("string"), reasons.astype("string")
 
 
 def clean_nlst_table(frame: pd.DataFrame, kind: str, *, source: str | None = None,
+                     lines: Sequence[int] | None = None,
                      sas_missing_codes: Mapping[str, str] = SAS_MISSING_CODES) -> pd.DataFrame:
-    """The checked, typed table with missing codes as NA; idempotent, so cleaned frames pass again."""
+    """The checked, typed table with missing codes as NA and invalid rows marked (module docstring);
+    idempotent, so cleaned frames pass again. lines: the file line of each row, for messages."""
     if kind not in _REQUIRED:
         raise ValueError(f"unknown NLST table kind {kind!r}; expected one of {sorted(_REQUIRED)}")
     source = source or f"nlst {kind} table"
@@ -192,45 +261,82 @@ def clean_nlst_table(frame: pd.DataFrame, kind: str, *, source: str | None = Non
     if twice:
         raise ValueError(f"{source}: column(s) {twice} appear more than once (names compared lower-cased)")
     frame = frame.set_axis(lower, axis=1).reset_index(drop=True)
+    line_of = None if lines is None else pd.Series(list(lines), index=frame.index, dtype="Int64")
     absent = [c for c in _REQUIRED[kind] if c not in frame.columns]
     if absent:
         raise ValueError(f"{source}: missing required column(s) {absent} of an NLST {kind} table "
                          f"(has {list(frame.columns)})")
+    keys = list(_KEYS[kind]) + (["nodule_id"] if kind == "locations" else [])
     cleaned: dict[str, pd.Series] = {}
+    found: list[tuple[pd.Series, pd.Series]] = []
     for column in frame.columns:
-        if column.endswith(MISSING_CODE_SUFFIX):
+        if column.endswith(MISSING_CODE_SUFFIX) or column in (INVALID_RULE, INVALID_REASON):
             continue
         companion = column + MISSING_CODE_SUFFIX
-        values, codes_seen = _clean_column(frame[column], column, source, sas_missing_codes,
-                                           frame[companion] if companion in frame.columns else None)
+        values, codes_seen, not_numbers = _clean_column(frame[column], column, sas_missing_codes,
+                                                        frame[companion] if companion in frame.columns else None)
+        shown = _shown(frame[column])
+        if not_numbers.any() and column in keys:
+            raise ValueError(f"{source}: key column {column!r} has values that are neither numbers nor missing "
+                             f"codes {sorted(sas_missing_codes)} at {_rows(frame.index[not_numbers], line_of)} "
+                             f"(e.g. {shown[not_numbers].iloc[0]!r})")
         if column not in _STRING_FIELDS and pd.api.types.is_numeric_dtype(values):
-            values = _check_values(values, column, source)
+            rule, why = _invalid_values(values, shown, column)
+            text = pd.Series(" is neither a number nor a missing code", index=values.index, dtype="string")
+            rule, why = rule.mask(not_numbers, "invalid_value"), why.mask(not_numbers, f"{column}=" + shown + text)
+            flagged = rule.notna()
+            if column in keys:
+                fractional = flagged & (values != values.round()).fillna(False).astype(bool)
+                if fractional.any():
+                    raise ValueError(f"{source}: key column {column!r} must hold whole numbers; "
+                                     f"{shown[fractional].iloc[0]} at {_rows(frame.index[fractional], line_of)}")
+            elif flagged.any():
+                values, codes_seen = values.mask(flagged), codes_seen.mask(flagged, INVALID_CODE)
+            values = values.astype("Int64" if _is_integer_field(column) else "float64")
+            found.append((rule, why))
         cleaned[column] = values
         if codes_seen.notna().any():
             cleaned[companion] = codes_seen
     table = pd.DataFrame(cleaned)
-    keys = list(_KEYS[kind]) + (["nodule_id"] if kind == "locations" else [])
     missing_key = table[keys].isna().any(axis=1)
     if missing_key.any():
-        raise ValueError(f"{source}: key column(s) {keys} missing at {_rows(table.index[missing_key])}")
+        raise ValueError(f"{source}: key column(s) {keys} missing at {_rows(table.index[missing_key], line_of)}")
     unique_sets = [list(_KEYS[kind])] + ([["pid", "study_yr", "nodule_id"]] if kind == "locations" else [])
     for unique in unique_sets:
         repeated = table.duplicated(unique, keep=False)
         if repeated.any():
-            raise ValueError(f"{source}: {unique} must identify one row, but {_rows(table.index[repeated])} "
+            raise ValueError(f"{source}: {unique} must identify one row, but {_rows(table.index[repeated], line_of)} "
                              "share their values")
+    previous = frame[[INVALID_RULE, INVALID_REASON]] if INVALID_RULE in frame.columns else None
+    table[INVALID_RULE], table[INVALID_REASON] = _invalid_columns(table, found, previous, source, line_of)
     return table
+
+
+def _read_csv(path: Path, kind: str) -> tuple[pd.DataFrame, list[int]]:
+    """The CSV as text, and the file line each row starts on (header = line 1; blank lines skipped)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{path}: empty file, expected an NLST {kind} table")
+        rows, lines, line = [], [], reader.line_num
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if not record:
+                continue
+            if len(record) != len(header):
+                raise ValueError(f"{path} line {start}: {len(record)} fields, but the header has {len(header)}")
+            rows.append(record)
+            lines.append(start)
+    return pd.DataFrame(rows, columns=header, dtype=str), lines
 
 
 def read_nlst_table(path: str | Path, kind: str, *,
                     sas_missing_codes: Mapping[str, str] = SAS_MISSING_CODES) -> pd.DataFrame:
     """One NLST CSV (kind: prsn, sctabn, sctabnc or locations), checked and typed."""
     path = Path(path)
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except pd.errors.EmptyDataError as error:
-        raise ValueError(f"{path}: empty file, expected an NLST {kind} table") from error
-    return clean_nlst_table(raw, kind, source=str(path), sas_missing_codes=sas_missing_codes)
+    raw, lines = _read_csv(path, kind)
+    return clean_nlst_table(raw, kind, source=str(path), lines=lines, sas_missing_codes=sas_missing_codes)
 
 
 def read_nlst_folder(folder: str | Path, *,
@@ -247,7 +353,7 @@ def describe_missing(table: pd.DataFrame, column: str) -> pd.Series:
     companion = column + MISSING_CODE_SUFFIX
     codes = (table.loc[missing, companion] if companion in table.columns
              else pd.Series(pd.NA, index=missing.index[missing])).astype("string").fillna("blank")
-    labels = {**SAS_MISSING_CODES, "blank": "missing",
+    labels = {**SAS_MISSING_CODES, "blank": "missing", INVALID_CODE: "invalid value",
               **{str(code): label for code, label in FIELD_MISSING_CODES.get(column, {}).items()}}
     text = column + "=" + codes + " (" + codes.map(lambda c: labels.get(c, "missing")).astype("string") + ")"
     return text.reindex(table.index)

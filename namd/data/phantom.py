@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage, optimize, special
-from tqdm import tqdm
 
 from namd.data.brock import GROUND_GLASS, PART_SOLID, SOLID, UPPER_LOBES, brock_linear_predictor
 from namd.data.dicom_write import derived_uid, write_ct_series
+from namd.progress import progress_bar
 
 SPICULATED, SMOOTH, POORLY_DEFINED = 1, 2, 3
 NODULE, MICRONODULE, CALCIFIED_NODULE = 51, 52, 53
@@ -1038,7 +1038,7 @@ def write_phantom_cohort(
     with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
         rendered = pool.map(render, participants, chunksize=4) if pool else map(render, participants)
         locations_by_participant = list(
-            tqdm(rendered, total=len(participants), desc="phantom participants", disable=not progress)
+            progress_bar(rendered, total=len(participants), desc="phantom participants", disable=not progress)
         )
     for participant, located in zip(participants, locations_by_participant, strict=True):
         if table_rng.random() < unconfirmed_fraction:

@@ -72,6 +72,10 @@ def delong_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) 
 
     Identical curves have zero variance of the difference: reported as z = 0, p = 1 like pROC.
     """
+    if np.ndim(scores_a) != 1 or np.shape(scores_a) != np.shape(scores_b):
+        raise EvaluationInputError(
+            f"delong_test: scores_a has shape {np.shape(scores_a)} and scores_b {np.shape(scores_b)}; DeLong's test "
+            f"compares two rows on the same test pairs, one score per pair each ({np.size(labels)} labels)")
     aucs, cov = fast_delong(labels, np.vstack([scores_a, scores_b]))
     difference = aucs[0] - aucs[1]
     variance = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]

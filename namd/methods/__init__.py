@@ -12,6 +12,7 @@ import importlib
 _MODULES: dict[str, str] = {
     "namd": "namd.methods.namd",
     "namd_unaligned": "namd.methods.namd",
+    "namd_no_context": "namd.methods.namd",
     "mcwgan": "namd.methods.mcwgan",
     "corrflownet_ode": "namd.methods.corrflownet",
     "corrflownet_sde": "namd.methods.corrflownet",
@@ -31,6 +32,12 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "mcwgan": ("perceptual",),
     "flux": ("vae",),
     "sd15": ("vae", "ldm_unconditional"),
+}
+
+#: methods that train nothing: they sample the named method's trained model (results/models/<that>)
+#: another way, from that method's inputs; their training budget is zero
+REUSES: dict[str, str] = {
+    "namd_no_context": "namd",
 }
 
 #: methods built on NAMD's latent-diffusion settings (the config's `ldm` section)
@@ -62,6 +69,12 @@ def get_method(name: str):
     return _REGISTRY[name]
 
 
+def trained_model_of(name: str) -> str:
+    """The method whose trained model `name` samples: itself, or the one it reuses."""
+    get_method_module(name)
+    return REUSES.get(name, name)
+
+
 def upstream_of(name: str) -> tuple[str, ...]:
     get_method_module(name)
     return UPSTREAM.get(name, ())
@@ -73,4 +86,4 @@ def get_method_module(name: str) -> str:
     return _MODULES[name]
 
 
-__all__ = ["LDM_FAMILY", "get_method", "known_methods", "register", "upstream_of"]
+__all__ = ["LDM_FAMILY", "REUSES", "get_method", "known_methods", "register", "trained_model_of", "upstream_of"]

@@ -7,14 +7,16 @@ channels with zero weights for the baseline latent, and is trained on Eq. 10 joi
 soft prompts (our reading of the paper: the prompts receive gradients through the frozen LLM).
 
 `namd_unaligned` is the same method on the VAE trained without L_align and L_pred (the
-ablation, Table 1 last row): only the configuration differs.
+ablation, Table 1 last row): only the configuration differs. `namd_no_context` is NAMD's trained
+model sampled with Eq. 9's null context instead of C (what the LLM context contributes): it trains
+nothing and loads the `namd` model folder (namd.methods.REUSES).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from namd.methods import register
+from namd.methods import REUSES, get_method, register
 from namd.methods.latent_diffusion import LatentDiffusionMethod
 from namd.models.text_encoder import SoftPromptContextEncoder
 
@@ -24,6 +26,8 @@ class NAMD(LatentDiffusionMethod):
     name = "namd"
     group = "NAMD"
     reference = "Song, Wang, Zhou, Shen: NAMD (arXiv 2603.15932), Sections 3.2-3.3, Appendix B"
+    #: the context cross-attention reads: "report" (C, Eqs. 7-8) or "null" (Eq. 9's zeros)
+    sample_context = "report"
 
     def build_text_encoder(self):
         p = self.params
@@ -33,6 +37,8 @@ class NAMD(LatentDiffusionMethod):
         )
 
     def report_context(self, reports):
+        if self.sample_context == "null":
+            return self.text.null_context(len(reports))
         return self.text(list(reports))
 
     def context_dim(self):
@@ -49,3 +55,19 @@ class NAMD(LatentDiffusionMethod):
 class NAMDWithoutAlignment(NAMD):
     name = "namd_unaligned"
     group = "Ablation"
+
+
+@register
+class NAMDNullContext(NAMD):
+    """NAMD's trained U-Net and prompts, sampled with the null context its stage 1 was trained with."""
+
+    name = "namd_no_context"
+    group = "Ablation"
+    sample_context = "null"
+
+    def losses(self, batch):
+        raise TypeError(f"{self.name} trains nothing: it samples the trained {REUSES[self.name]!r} model")
+
+    @classmethod
+    def read_meta(cls, out_dir):
+        return get_method(REUSES[cls.name]).read_meta(out_dir)

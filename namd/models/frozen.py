@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig
 
+from namd.models.text_encoder import load_text_model
 from namd.models.vae import NoduleAlignedVAE
 from namd.sources import resolve_llm_source
 
@@ -21,15 +22,19 @@ def llm_context_dim(llm: str) -> int:
 
 class FrozenReportEncoder:
     """Token states of a frozen text model, padded to a fixed length so a sample's context does not
-    depend on the other reports in its batch (as SD pads CLIP to 77 tokens, Flux T5 to 512)."""
+    depend on the other reports in its batch (as SD pads CLIP to 77 tokens, Flux T5 to 512).
+
+    Padding goes on the right whatever the tokenizer's default (Gemma's is the left): a decoder
+    numbers positions from the first token, so left padding would move a report's positions by
+    its pad count, and a pad query before any real token would attend to nothing.
+    """
 
     def __init__(self, name_or_path: str, max_length: int):
-        source, offline = resolve_llm_source(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        self.tokenizer, self.model = load_text_model(name_or_path)
+        self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:  # decoder-only LLMs: pad with EOS (masked where it matters)
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModel.from_pretrained(source, local_files_only=offline, dtype=torch.float32)
-        self.model.requires_grad_(False).eval()
+        self.model.requires_grad_(False)
         self.max_length = max_length
 
     @torch.no_grad()

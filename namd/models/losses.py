@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: Eq. 4 needs two neighbours per sample to compare: at B = 2 both distributions are the point mass 1
+ALIGNMENT_MIN_BATCH = 3
+
 
 def _neighbour_log_probs(points: torch.Tensor, sigma: float) -> torch.Tensor:
     """Row-wise log of Eq. 3: log-softmax over j != i of -||x_j - x_i||^2 / (2 sigma^2).
@@ -30,9 +33,11 @@ def alignment_loss(features: torch.Tensor, latents: torch.Tensor, sigma_f: float
     if features.ndim != 2:
         raise ValueError(f"alignment_loss: features must be (B, T), got shape {tuple(features.shape)}")
     batch_size = features.shape[0]
-    if batch_size < 2:
+    if batch_size < ALIGNMENT_MIN_BATCH:
         raise ValueError(
-            f"alignment_loss needs a batch of at least 2 samples (Eq. 3 normalises over j != i), got {batch_size}"
+            f"alignment_loss needs a batch of at least {ALIGNMENT_MIN_BATCH} samples, got {batch_size}: Eq. 3 "
+            "normalises over j != i, so with 2 samples each row has one neighbour, P_i = Q_i = 1 and Eq. 4 is "
+            "identically zero (no gradient)"
         )
     if latents.shape[0] != batch_size:
         raise ValueError(

@@ -18,11 +18,41 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from namd.runtime import generator_for
-from namd.sources import resolve_llm_source
+from namd.sources import PACKAGED_PREFIX, check_llm_layout, resolve_llm_source
 
 SOFT_PROMPTS_FILE = "soft_prompts.safetensors"
 SOFT_PROMPTS_META = "soft_prompts.json"
 _SOFT_PROMPTS_KEY = "soft_prompts"
+
+
+def load_text_model(name_or_path: str, *, dtype: torch.dtype = torch.float32):
+    """(tokenizer, base model) of an LLM name (AutoModel: encoder, decoder-only or vision-language).
+
+    Refuses weights that do not fit the model's config: transformers would initialise the
+    unmatched tensors afresh with a warning only, and a frozen random LLM trains without error.
+    """
+    source, offline = resolve_llm_source(name_or_path)
+    try:
+        if Path(source).is_dir():
+            check_llm_layout(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        # mismatched shapes are reported here (below) instead of transformers' own error, which names none
+        model, info = AutoModel.from_pretrained(source, local_files_only=offline, dtype=dtype,
+                                                output_loading_info=True, ignore_mismatched_sizes=True)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"LLM {name_or_path!r}: not a local folder and not loadable from the Hugging Face hub or its "
+            f"cache{' (HF_HUB_OFFLINE is set)' if offline else ''}: {err}"
+        ) from err
+    except ValueError as err:
+        raise ValueError(f"LLM {name_or_path!r}: {err}") from err
+    missing = sorted(info["missing_keys"]) + sorted(key for key, *_ in info["mismatched_keys"])
+    if missing:
+        raise ValueError(
+            f"LLM {name_or_path!r}: {len(missing)} tensors of {type(model).__name__} (its config.json) are not in "
+            f"its weights or have another shape, e.g. {missing[0]!r}; expected the checkpoint the config describes"
+        )
+    return tokenizer, model.eval()
 
 
 def special_token_layout(tokenizer, llm_name: str) -> tuple[list[int], list[int]]:
@@ -110,16 +140,8 @@ class SoftPromptContextEncoder(torch.nn.Module):
         torch_dtype: torch.dtype = torch.float32,
         init_seed: int = 0,
     ) -> SoftPromptContextEncoder:
-        """Load tokenizer + base model (AutoModel: encoder, decoder-only or vision-language) and add prompts."""
-        source, offline = resolve_llm_source(name_or_path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
-            llm = AutoModel.from_pretrained(source, local_files_only=offline, dtype=torch_dtype)
-        except OSError as err:
-            raise FileNotFoundError(
-                f"LLM {name_or_path!r}: not a local folder and not loadable from the Hugging Face hub or its "
-                f"cache{' (HF_HUB_OFFLINE is set)' if offline else ''}: {err}"
-            ) from err
+        """Load tokenizer + base model (load_text_model) and add prompts."""
+        tokenizer, llm = load_text_model(name_or_path, dtype=torch_dtype)
         return cls(
             llm, tokenizer, llm_name=name_or_path, n_sets=n_sets, n_prompt_tokens=n_prompt_tokens,
             max_length=max_length, init_seed=init_seed,
@@ -209,8 +231,11 @@ class SoftPromptContextEncoder(torch.nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         prompts = self.soft_prompts.detach().float().cpu().contiguous()
         save_file({_SOFT_PROMPTS_KEY: prompts}, directory / SOFT_PROMPTS_FILE)
+        llm = self.llm_name
+        if not llm.startswith(PACKAGED_PREFIX) and Path(llm).expanduser().is_dir():
+            llm = str(Path(llm).expanduser().resolve())  # relative, it would load only from the workflow's folder
         meta = {
-            "llm": self.llm_name,
+            "llm": llm,
             "n_sets": self.n_sets,
             "n_prompt_tokens": self.n_prompt_tokens,
             "context_dim": self.context_dim,

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
+from namd.sources import check_diffusers_class
+
 
 def build_unet(
     *,
@@ -35,9 +37,9 @@ def build_unet(
 
     With `pretrained`, the architecture is the checkpoint's; only cross_attention_dim may differ
     from it. Then every attn2.to_k / to_v (the only weights whose shape depends on it) is newly
-    initialised and all other weights load (diffusers' low_cpu_mem_usage=False,
-    ignore_mismatched_sizes=True). in_channels/out_channels must match the checkpoint: widen for
-    Stage 2 with widen_conv_in.
+    initialised (torch's Linear default, from the global seed) and all other weights load
+    (diffusers' low_cpu_mem_usage=False, ignore_mismatched_sizes=True). in_channels/out_channels
+    must match the checkpoint: widen for Stage 2 with widen_conv_in.
     """
     if pretrained is None:
         # diffusers' `attention_head_dim` is the number of heads for this class (diffusers issue #2011).
@@ -57,13 +59,19 @@ def build_unet(
     _check_config(config, source, in_channels=in_channels, out_channels=out_channels)
     if config["cross_attention_dim"] == cross_attention_dim:
         return UNet2DConditionModel.from_pretrained(pretrained, subfolder=subfolder)
-    return UNet2DConditionModel.from_pretrained(
+    unet = UNet2DConditionModel.from_pretrained(
         pretrained,
         subfolder=subfolder,
         cross_attention_dim=cross_attention_dim,
         low_cpu_mem_usage=False,
         ignore_mismatched_sizes=True,
     )
+    # diffusers 0.42.1 leaves the resized tensors allocated but not initialised (values up to 1e36, some
+    # NaN): give them a fresh Linear's initialisation, as a from-scratch U-Net has
+    for name, module in unet.named_modules():
+        if name.endswith(("attn2.to_k", "attn2.to_v")):
+            module.reset_parameters()
+    return unet
 
 
 def load_unet(
@@ -85,9 +93,11 @@ def _read_config(name_or_path: str | Path, subfolder: str | None) -> tuple[dict,
     if not local.exists() and (local.is_absolute() or str(name_or_path).startswith((".", "~"))):
         raise FileNotFoundError(f"U-Net checkpoint not found: {local}")
     try:
-        return dict(UNet2DConditionModel.load_config(name_or_path, subfolder=subfolder)), source
+        config = dict(UNet2DConditionModel.load_config(name_or_path, subfolder=subfolder))
     except OSError as err:
         raise FileNotFoundError(f"U-Net checkpoint {name_or_path!r} (subfolder {subfolder!r}): {err}") from err
+    check_diffusers_class(config, "UNet2DConditionModel", source)
+    return config, source
 
 
 def _check_config(config: dict, source: str, **expected: int | None) -> None:

@@ -21,7 +21,8 @@ from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
 from torchvision.models import AlexNet_Weights
 
-from namd.models.losses import alignment_loss, kl_loss, prediction_loss
+from namd.models.losses import ALIGNMENT_MIN_BATCH, alignment_loss, kl_loss, prediction_loss
+from namd.sources import check_diffusers_class
 
 LATENT_PROBE_FILE = "latent_probe.safetensors"
 # AlexNet's five stages (an 11x11 stride-4 convolution, then three 3x3 stride-2 max-pools) reduce
@@ -121,6 +122,8 @@ def build_vae(
             sample_size=sample_size,
         )
     else:
+        check_diffusers_class(AutoencoderKL.load_config(pretrained, subfolder=subfolder), "AutoencoderKL",
+                              _vae_source(pretrained, subfolder))
         loaded = AutoencoderKL.from_pretrained(pretrained, subfolder=subfolder, torch_dtype=torch.float32)
         adapt_to_grey = in_channels == 1 and loaded.config.in_channels == loaded.config.out_channels == 3
         _check_channels(
@@ -139,6 +142,7 @@ def build_vae(
 
 def load_vae(path: str | Path, *, in_channels: int = 1, latent_channels: int | None = None) -> AutoencoderKL:
     """A trained NAMD VAE (plain AutoencoderKL folder), checked against the channels the caller needs."""
+    check_diffusers_class(AutoencoderKL.load_config(path), "AutoencoderKL", _vae_source(path, None))
     vae = AutoencoderKL.from_pretrained(path, torch_dtype=torch.float32)
     _check_channels(vae, _vae_source(path, None), in_channels=in_channels, latent_channels=latent_channels)
     return vae
@@ -333,7 +337,8 @@ class NoduleAlignedVAE(torch.nn.Module):
                 "align",
                 lambda_align,
                 lambda: alignment_loss(features, latents, sigma_f, sigma_z),
-                "the alignment loss needs a batch of at least 2 (use drop_last)" if len(images) < 2 else None,
+                f"the alignment loss needs a batch of at least {ALIGNMENT_MIN_BATCH} (Eq. 4 is identically zero at 2)"
+                if len(images) < ALIGNMENT_MIN_BATCH else None,
                 images.device,
             ),
             "pred": _weighted_term(

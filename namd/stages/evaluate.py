@@ -41,6 +41,7 @@ TITLES = {
     "corrflownet_sde": "CorrFlowNet (SDE)",
     "namd": "NAMD (Ours)",
     "namd_unaligned": "NAMD (w/o L_align)",
+    "namd_no_context": "NAMD (null context)",
 }
 LATEX_TITLES = {"namd_unaligned": r"NAMD (w/o $\mathcal{L}_{\text{align}}$)"}
 
