@@ -32,10 +32,10 @@ onstart:
 
 
 rule all:
+    default_target: True
     input:
         DATA_TARGETS,
         EVALUATION_TARGETS,
         PROGRESSION_TARGETS,
         rules.evaluator_seeds.output.csv,
         PREDICT_TARGETS,
-    default_target: True

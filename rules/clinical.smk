@@ -15,11 +15,11 @@ rule clinical_scores:
         lungrads_followup=f"{RESULTS}/eval/probs/lungrads_followup.csv",
     log:
         f"{LOGS}/evaluate/clinical_scores.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
     script:
         "../scripts/clinical_scores.py"

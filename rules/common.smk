@@ -22,7 +22,12 @@ LOGS = "logs"
 BENCH = "benchmarks/out"
 
 PHANTOM_DIR = "resources/phantom"
-COHORT_FILES = ["nlst_prsn.csv", "nlst_sctabn.csv", "nlst_sctabnc.csv", "nodule_locations.csv"]
+COHORT_FILES = [
+    "nlst_prsn.csv",
+    "nlst_sctabn.csv",
+    "nlst_sctabnc.csv",
+    "nodule_locations.csv",
+]
 
 
 def cohort_dir():
@@ -49,7 +54,10 @@ SPLIT_PARTS = ("trainval", "test")
 
 def split_file(part, name):
     """One file of a part of the cohort: name is pairs, crops or crops_table."""
-    return f"{RESULTS}/data/{part}/" + {"pairs": "pairs.csv", "crops": "crops.npz", "crops_table": "crops.csv"}[name]
+    return (
+        f"{RESULTS}/data/{part}/"
+        + {"pairs": "pairs.csv", "crops": "crops.npz", "crops_table": "crops.csv"}[name]
+    )
 
 
 TRAIN_PAIRS = split_file("trainval", "pairs")
@@ -75,6 +83,9 @@ def state_dir(name):
 #: the VAE -> latents -> unconditional-stage chain gates NAMD, the longest path of the DAG:
 #: started first, it runs while the baselines and the classifier fill the other cores
 CRITICAL_PATH_PRIORITY = 10
+#: then every method's training: the longest single jobs (ImageFlowNet's) must not be left for the
+#: end, where one core would run them alone while the other idles
+TRAIN_METHOD_PRIORITY = 5
 
 TRAIN_RESOURCES = dict(
     mem_mb=config["compute"]["train_mem_mb"],
@@ -96,8 +107,10 @@ wildcard_constraints:
 METHODS = list(config["methods"])
 for _row in METHODS:
     if trained_model_of(_row) not in METHODS:
-        raise WorkflowError(f"config methods: {_row} samples the trained {trained_model_of(_row)!r} model, "
-                            f"which is not among the methods ({', '.join(METHODS)}); add it or drop {_row}")
+        raise WorkflowError(
+            f"config methods: {_row} samples the trained {trained_model_of(_row)!r} model, "
+            f"which is not among the methods ({', '.join(METHODS)}); add it or drop {_row}"
+        )
 
 
 wildcard_constraints:
@@ -108,7 +121,11 @@ def method_params(method):
     """A method's own keys (less `vae`, which picks its inputs) and its share of the training budget
     (namd.budget); NAMD's family also gets `ldm`."""
     own = {k: v for k, v in config["methods"][method].items() if k != "vae"}
-    latent = {"latent_channels": config["vae"]["latent_channels"]} if "vae" in upstream_of(method) else {}
+    latent = (
+        {"latent_channels": config["vae"]["latent_channels"]}
+        if "vae" in upstream_of(method)
+        else {}
+    )
     shared = config["ldm"] if method in LDM_FAMILY else {}
     return {**shared, **latent, **own, **trainer_budget(config, method)}
 
@@ -123,7 +140,8 @@ def method_inputs(part):
         vae = config["methods"][method].get("vae")
         files = {"pairs": split_file(part, "pairs"), "crops": split_file(part, "crops")}
         if part == "test":
-            files["stats_pairs"] = TRAIN_PAIRS  # the record is standardised as in training
+            # the record is standardised as in training
+            files["stats_pairs"] = TRAIN_PAIRS
         if "vae" in needs:
             files["latents"] = latents_file(vae, part)
             files["vae"] = f"{RESULTS}/models/vae_{vae}"
@@ -139,7 +157,10 @@ def method_inputs(part):
 def generation_inputs(wildcards):
     """The test inputs of the method whose trained model this row samples, and that model's folder."""
     trained = trained_model_of(wildcards.method)
-    return {**method_inputs("test")(SimpleNamespace(method=trained)), "model": f"{RESULTS}/models/{trained}"}
+    return {
+        **method_inputs("test")(SimpleNamespace(method=trained)),
+        "model": f"{RESULTS}/models/{trained}",
+    }
 
 
 def method_upstream(method, input):
@@ -150,8 +171,14 @@ def check_slurm_partitions():
     """sbatch only says 'invalid partition'; name the resource that asked for it, before any job."""
     if workflow.executor_plugin.name != "slurm":
         return
-    wanted = {job.resources.get("slurm_partition") for job in workflow.dag.needrun_jobs()} - {None}
-    known = set(subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True).stdout.split())
+    wanted = {
+        job.resources.get("slurm_partition") for job in workflow.dag.needrun_jobs()
+    } - {None}
+    known = set(
+        subprocess.run(
+            ["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
     if wanted - known:
         raise WorkflowError(
             f"resource slurm_partition={', '.join(sorted(wanted - known))} (profile default-resources, "

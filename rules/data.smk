@@ -8,18 +8,18 @@ rule phantom_cohort:
         tables=expand(f"{PHANTOM_DIR}/{{name}}", name=COHORT_FILES),
         truth=f"{PHANTOM_DIR}/phantom_truth.csv",
         dicom=directory(f"{PHANTOM_DIR}/dicom"),
-    params:
-        phantom=config["cohort"]["phantom"],
     log:
         f"{LOGS}/data/phantom_cohort.log",
     benchmark:
         f"{BENCH}/phantom_cohort.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        phantom=config["cohort"]["phantom"],
     script:
         "../scripts/make_phantom_cohort.py"
 
@@ -34,12 +34,12 @@ rule index_series:
         f"{LOGS}/data/index_series.log",
     benchmark:
         f"{BENCH}/index_series.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/index_series.py"
 
@@ -53,21 +53,25 @@ rule select_cohort:
         locations=cohort_table("nodule_locations.csv"),
     output:
         pairs=f"{RESULTS}/data/pairs.csv",
-        counts=report(f"{RESULTS}/data/cohort_counts.csv", category="Data", caption="../report/cohort_counts.rst"),
+        counts=report(
+            f"{RESULTS}/data/cohort_counts.csv",
+            category="Data",
+            caption="../report/cohort_counts.rst",
+        ),
         excluded=f"{RESULTS}/data/excluded.csv",
+    log:
+        f"{LOGS}/data/select_cohort.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         split=config["cohort"]["split"],
         follow_up_years=config["cohort"]["follow_up_years"],
         nodule_size_mm=config["cohort"]["nodule_size_mm"],
         max_test_pairs_per_subject=config["cohort"]["max_test_pairs_per_subject"],
-    log:
-        f"{LOGS}/data/select_cohort.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/select_cohort.py"
 
@@ -81,18 +85,18 @@ rule crop_nodules:
     output:
         crops=f"{RESULTS}/data/crops.npz",
         table=f"{RESULTS}/data/crops.csv",
-    params:
-        crop=config["crop"],
     log:
         f"{LOGS}/data/crop_nodules.log",
     benchmark:
         f"{BENCH}/crop_nodules.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        crop=config["crop"],
     script:
         "../scripts/crop_nodules.py"
 
@@ -112,12 +116,12 @@ rule split_data:
         test_crops_table=TEST_CROPS_TABLE,
     log:
         f"{LOGS}/data/split_data.log",
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/split_data.py"
 
@@ -128,16 +132,20 @@ rule plot_contact_sheet:
         crops=rules.crop_nodules.output.crops,
         pairs=rules.select_cohort.output.pairs,
     output:
-        png=report(f"{RESULTS}/figures/contact_sheet.png", category="Data", caption="../report/contact_sheet.rst"),
+        png=report(
+            f"{RESULTS}/figures/contact_sheet.png",
+            category="Data",
+            caption="../report/contact_sheet.rst",
+        ),
         pdf=f"{RESULTS}/figures/contact_sheet.pdf",
     log:
         f"{LOGS}/data/plot_contact_sheet.log",
+    conda:
+        "../envs/figures.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/figures.yaml"
     script:
         "../scripts/plot_contact_sheet.py"
 

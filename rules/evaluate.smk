@@ -14,16 +14,16 @@ rule classify_real:
     output:
         baseline=f"{EVAL}/probs/real_baseline.csv",
         followup=f"{EVAL}/probs/real_followup.csv",
-    params:
-        device=config["device"],
     log:
         f"{LOGS}/evaluate/classify_real.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        device=config["device"],
     script:
         "../scripts/classify_real.py"
 
@@ -36,16 +36,16 @@ rule classify_generated:
         pairs=TEST_PAIRS,
     output:
         f"{EVAL}/probs/{{method}}.csv",
-    params:
-        device=config["device"],
     log:
         f"{LOGS}/evaluate/classify_{{method}}.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        device=config["device"],
     script:
         "../scripts/classify_generated.py"
 
@@ -59,20 +59,20 @@ rule image_metrics:
         crops=TEST_CROPS,
     output:
         f"{EVAL}/image_metrics/{{method}}.csv",
-    params:
-        image_metrics=config["evaluation"]["image_metrics"],
-        device=config["device"],
     log:
         f"{LOGS}/evaluate/image_metrics_{{method}}.log",
     benchmark:
         f"{BENCH}/image_metrics_{{method}}.tsv"
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=config["compute"]["gpus_per_job"],
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        image_metrics=config["evaluation"]["image_metrics"],
+        device=config["device"],
     script:
         "../scripts/image_metrics.py"
 
@@ -80,15 +80,27 @@ rule image_metrics:
 rule table1:
     """Table 1: AUROC/AUPRC per row (mean +- std over K), LPIPS, FID, DeLong against NAMD."""
     input:
-        probs=expand(f"{EVAL}/probs/{{row}}.csv", row=REAL_ROWS + CLINICAL_ROWS + METHODS),
+        probs=expand(
+            f"{EVAL}/probs/{{row}}.csv", row=REAL_ROWS + CLINICAL_ROWS + METHODS
+        ),
         image=expand(rules.image_metrics.output[0], method=METHODS),
         pairs=TEST_PAIRS,
         evaluator=rules.evaluator_seeds.output.json,
     output:
-        tex=report(f"{RESULTS}/table1.tex", category="Table 1", caption="../report/table1.rst"),
+        tex=report(
+            f"{RESULTS}/table1.tex", category="Table 1", caption="../report/table1.rst"
+        ),
         csv=f"{RESULTS}/table1.csv",
         significance=f"{EVAL}/significance.csv",
         per_seed=f"{EVAL}/diagnosis_per_seed.csv",
+    log:
+        f"{LOGS}/evaluate/table1.log",
+    conda:
+        "../envs/evaluation.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         rows=REAL_ROWS + CLINICAL_ROWS + METHODS,
         cohort_source=config["cohort"]["source"],
@@ -96,14 +108,6 @@ rule table1:
         seeds=list(range(config["generation"]["k_seeds"])),
         evaluation=config["evaluation"],
         seed=config["seed"],
-    log:
-        f"{LOGS}/evaluate/table1.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../envs/evaluation.yaml"
     script:
         "../scripts/table1.py"
 
@@ -115,19 +119,23 @@ rule figure2:
         unaligned=latents_file("unaligned", "test"),
         pairs=TEST_PAIRS,
     output:
-        png=report(f"{RESULTS}/figures/figure2.png", category="Figures", caption="../report/figure2.rst"),
+        png=report(
+            f"{RESULTS}/figures/figure2.png",
+            category="Figures",
+            caption="../report/figure2.rst",
+        ),
         pdf=f"{RESULTS}/figures/figure2.pdf",
         scores=f"{RESULTS}/figures/figure2_scores.json",
-    params:
-        seed=config["seed"],
     log:
         f"{LOGS}/evaluate/figure2.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        seed=config["seed"],
     script:
         "../scripts/figure2.py"
 
@@ -140,17 +148,21 @@ rule figure3:
         pairs=TEST_PAIRS,
         crops=TEST_CROPS,
     output:
-        png=report(f"{RESULTS}/figures/figure3.png", category="Figures", caption="../report/figure3.rst"),
+        png=report(
+            f"{RESULTS}/figures/figure3.png",
+            category="Figures",
+            caption="../report/figure3.rst",
+        ),
         pdf=f"{RESULTS}/figures/figure3.pdf",
         table=f"{RESULTS}/figures/figure3_pairs.csv",
     log:
         f"{LOGS}/evaluate/figure3.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
     script:
         "../scripts/figure3.py"
 
@@ -160,20 +172,24 @@ rule figure5:
     input:
         probs=f"{EVAL}/probs/{config['evaluation']['reference']}.csv",
     output:
-        png=report(f"{RESULTS}/figures/figure5.png", category="Figures", caption="../report/figure5.rst"),
+        png=report(
+            f"{RESULTS}/figures/figure5.png",
+            category="Figures",
+            caption="../report/figure5.rst",
+        ),
         pdf=f"{RESULTS}/figures/figure5.pdf",
         curves=f"{RESULTS}/figures/figure5_curves.csv",
-    params:
-        n_pairs=config["evaluation"]["figure5_pairs"],
-        seed=config["seed"],
     log:
         f"{LOGS}/evaluate/figure5.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        n_pairs=config["evaluation"]["figure5_pairs"],
+        seed=config["seed"],
     script:
         "../scripts/figure5.py"
 
@@ -185,19 +201,23 @@ rule figure_samples:
         pairs=TEST_PAIRS,
         crops=TEST_CROPS,
     output:
-        png=report(f"{RESULTS}/figures/samples.png", category="Figures", caption="../report/samples.rst"),
+        png=report(
+            f"{RESULTS}/figures/samples.png",
+            category="Figures",
+            caption="../report/samples.rst",
+        ),
         pdf=f"{RESULTS}/figures/samples.pdf",
-    params:
-        methods=METHODS,
-        seed=config["seed"],
     log:
         f"{LOGS}/evaluate/figure_samples.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        methods=METHODS,
+        seed=config["seed"],
     script:
         "../scripts/figure_samples.py"
 

@@ -9,7 +9,11 @@ ENSEMBLE_SIZE = CLASSIFIER["ensemble_size"]
 SEED_STUDY_MEMBERS = ENSEMBLE_SIZE * (1 + CLASSIFIER["seed_study_ensembles"])
 CLASSIFIER_MEMBER = f"{RESULTS}/models/classifier_members/member_{{member}}"
 #: what one member's training depends on: not how many members there are, so a larger study retrains none
-MEMBER_PARAMS = {k: v for k, v in CLASSIFIER.items() if k not in ("ensemble_size", "seed_study_ensembles")}
+MEMBER_PARAMS = {
+    k: v
+    for k, v in CLASSIFIER.items()
+    if k not in ("ensemble_size", "seed_study_ensembles")
+}
 
 
 rule train_classifier_member:
@@ -19,22 +23,22 @@ rule train_classifier_member:
         crops=TRAIN_CROPS,
     output:
         directory(CLASSIFIER_MEMBER),
+    log:
+        f"{LOGS}/evaluate/train_classifier_member_{{member}}.log",
+    benchmark:
+        f"{BENCH}/train_classifier_member_{{member}}.tsv"
     wildcard_constraints:
         member=r"\d+",
+    conda:
+        "../envs/evaluation.yaml"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     params:
         classifier=MEMBER_PARAMS,
         state=lambda wildcards: state_dir(f"classifier_member_{wildcards.member}"),
         seed=config["seed"],
         device=config["device"],
-    log:
-        f"{LOGS}/evaluate/train_classifier_member_{{member}}.log",
-    benchmark:
-        f"{BENCH}/train_classifier_member_{{member}}.tsv"
-    threads: config["compute"]["train_threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../envs/evaluation.yaml"
     script:
         "../scripts/train_classifier_member.py"
 
@@ -47,12 +51,12 @@ rule train_classifier:
         directory(f"{RESULTS}/models/classifier"),
     log:
         f"{LOGS}/evaluate/train_classifier.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
     script:
         "../scripts/train_classifier.py"
 
@@ -66,16 +70,16 @@ rule evaluator_seeds:
     output:
         csv=f"{RESULTS}/eval/evaluator_seeds.csv",
         json=f"{RESULTS}/eval/evaluator_seeds.json",
-    params:
-        ensemble_size=ENSEMBLE_SIZE,
-        device=config["device"],
     log:
         f"{LOGS}/evaluate/evaluator_seeds.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        ensemble_size=ENSEMBLE_SIZE,
+        device=config["device"],
     script:
         "../scripts/evaluator_seeds.py"

@@ -9,6 +9,16 @@ rule train_ldm_unconditional:
         latents=latents_file("{vae}", "trainval"),
     output:
         directory(f"{RESULTS}/models/ldm_unconditional_{{vae}}"),
+    log:
+        f"{LOGS}/ldm/train_ldm_unconditional_{{vae}}.log",
+    benchmark:
+        f"{BENCH}/train_ldm_unconditional_{{vae}}.tsv"
+    priority: CRITICAL_PATH_PRIORITY
+    conda:
+        "../envs/models.yaml"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     params:
         ldm=lambda wc: {
             **config["ldm"],
@@ -18,15 +28,5 @@ rule train_ldm_unconditional:
         state=lambda wc: state_dir(f"ldm_unconditional_{wc.vae}"),
         seed=config["seed"],
         device=config["device"],
-    log:
-        f"{LOGS}/ldm/train_ldm_unconditional_{{vae}}.log",
-    benchmark:
-        f"{BENCH}/train_ldm_unconditional_{{vae}}.tsv"
-    priority: CRITICAL_PATH_PRIORITY
-    threads: config["compute"]["train_threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../envs/models.yaml"
     script:
         "../scripts/train_ldm_unconditional.py"

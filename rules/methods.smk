@@ -5,27 +5,28 @@
 
 rule train_method:
     """Train one registered method (NAMD, its ablation, or a baseline) with the one trainer."""
-    wildcard_constraints:
-        method="|".join(m for m in METHODS if m not in REUSES) or "(?!)",
     input:
         unpack(method_inputs("trainval")),
     output:
         directory(f"{RESULTS}/models/{{method}}"),
+    log:
+        f"{LOGS}/methods/train_{{method}}.log",
+    benchmark:
+        f"{BENCH}/train_{{method}}.tsv"
+    wildcard_constraints:
+        method="|".join(m for m in METHODS if m not in REUSES) or "(?!)",
+    priority: TRAIN_METHOD_PRIORITY
+    conda:
+        "../envs/models.yaml"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     params:
         method=lambda wc: method_params(wc.method),
         upstream=lambda wc, input: method_upstream(wc.method, input),
         state=lambda wc: state_dir(wc.method),
         seed=config["seed"],
         device=config["device"],
-    log:
-        f"{LOGS}/methods/train_{{method}}.log",
-    benchmark:
-        f"{BENCH}/train_{{method}}.tsv"
-    threads: config["compute"]["train_threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../envs/models.yaml"
     script:
         "../scripts/train_method.py"
 
@@ -36,20 +37,20 @@ rule generate_followups:
         unpack(generation_inputs),
     output:
         f"{RESULTS}/generated/{{method}}.npz",
+    log:
+        f"{LOGS}/methods/generate_{{method}}.log",
+    benchmark:
+        f"{BENCH}/generate_{{method}}.tsv"
+    conda:
+        "../envs/models.yaml"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     params:
         upstream=lambda wc, input: method_upstream(trained_model_of(wc.method), input),
         seeds=list(range(config["generation"]["k_seeds"])),
         batch_size=config["generation"]["pairs_per_batch"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        f"{LOGS}/methods/generate_{{method}}.log",
-    benchmark:
-        f"{BENCH}/generate_{{method}}.tsv"
-    threads: config["compute"]["train_threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../envs/models.yaml"
     script:
         "../scripts/generate_followups.py"

@@ -8,19 +8,19 @@ rule train_perceptual:
         crops=TRAIN_CROPS,
     output:
         directory(f"{RESULTS}/models/perceptual"),
+    log:
+        f"{LOGS}/methods/train_perceptual.log",
+    benchmark:
+        f"{BENCH}/train_perceptual.tsv"
+    conda:
+        "../envs/models.yaml"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
     params:
         perceptual=config["perceptual"],
         state=state_dir("perceptual"),
         seed=config["seed"],
         device=config["device"],
-    log:
-        f"{LOGS}/methods/train_perceptual.log",
-    benchmark:
-        f"{BENCH}/train_perceptual.tsv"
-    threads: config["compute"]["train_threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../envs/models.yaml"
     script:
         "../scripts/train_perceptual.py"

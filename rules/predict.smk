@@ -9,16 +9,16 @@ rule export_pipeline:
         classifier=rules.train_classifier.output[0],
     output:
         directory(f"{RESULTS}/models/namd_pipeline"),
-    params:
-        hu_window=config["crop"]["hu_window"],
     log:
         f"{LOGS}/predict/export_pipeline.log",
+    conda:
+        "../envs/models.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/models.yaml"
+    params:
+        hu_window=config["crop"]["hu_window"],
     script:
         "../scripts/export_pipeline.py"
 

@@ -11,23 +11,31 @@ rule progression:
         generated=[f"{RESULTS}/generated/{m}.npz" for m in METHODS],
     output:
         csv=f"{RESULTS}/progression.csv",
-        tex=report(f"{RESULTS}/table_progression.tex", category="Progression", caption="../report/progression.rst"),
+        tex=report(
+            f"{RESULTS}/table_progression.tex",
+            category="Progression",
+            caption="../report/progression.rst",
+        ),
         per_seed=f"{RESULTS}/eval/progression_per_seed.csv",
         points=f"{RESULTS}/eval/progression_points.csv",
-        png=report(f"{RESULTS}/figures/progression.png", category="Progression", caption="../report/progression.rst"),
+        png=report(
+            f"{RESULTS}/figures/progression.png",
+            category="Progression",
+            caption="../report/progression.rst",
+        ),
         pdf=f"{RESULTS}/figures/progression.pdf",
-    params:
-        methods=METHODS,
-        readout=config["evaluation"]["progression"],
-        window=config["crop"]["hu_window"],
     log:
         f"{LOGS}/evaluate/progression.log",
+    conda:
+        "../envs/evaluation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../envs/evaluation.yaml"
+    params:
+        methods=METHODS,
+        readout=config["evaluation"]["progression"],
+        window=config["crop"]["hu_window"],
     script:
         "../scripts/progression.py"
 
@@ -46,21 +54,23 @@ if config["cohort"]["source"] == "phantom":
             csv=f"{RESULTS}/eval/readout_validation.csv",
             summary=f"{RESULTS}/eval/readout_validation_summary.csv",
             grid=f"{RESULTS}/eval/readout_grid.csv",
-        params:
-            readout=config["evaluation"]["progression"],
-            window=config["crop"]["hu_window"],
         log:
             f"{LOGS}/evaluate/readout_validation.log",
+        conda:
+            "../envs/evaluation.yaml"
         threads: 1
         resources:
             mem_mb=2000,
             runtime=20,
-        conda:
-            "../envs/evaluation.yaml"
+        params:
+            readout=config["evaluation"]["progression"],
+            window=config["crop"]["hu_window"],
         script:
             "../scripts/readout_validation.py"
 
 
 PROGRESSION_TARGETS = [rules.progression.output.csv] + (
-    [rules.readout_validation.output.summary] if config["cohort"]["source"] == "phantom" else []
+    [rules.readout_validation.output.summary]
+    if config["cohort"]["source"] == "phantom"
+    else []
 )

@@ -8,21 +8,21 @@ rule train_vae:
         crops=TRAIN_CROPS,
     output:
         directory(f"{RESULTS}/models/vae_{{vae}}"),
-    params:
-        vae=lambda wc: vae_params(wc.vae),
-        state=lambda wc: state_dir(f"vae_{wc.vae}"),
-        seed=config["seed"],
-        device=config["device"],
     log:
         f"{LOGS}/vae/train_vae_{{vae}}.log",
     benchmark:
         f"{BENCH}/train_vae_{{vae}}.tsv"
     priority: CRITICAL_PATH_PRIORITY
+    conda:
+        "../envs/models.yaml"
     threads: config["compute"]["train_threads"]
     resources:
         **TRAIN_RESOURCES,
-    conda:
-        "../envs/models.yaml"
+    params:
+        vae=lambda wc: vae_params(wc.vae),
+        state=lambda wc: state_dir(f"vae_{wc.vae}"),
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_vae.py"
 
@@ -35,19 +35,19 @@ rule cache_latents:
         crops=lambda wc: split_file(wc.part, "crops"),
     output:
         latents_file("{vae}", "{part}"),
-    params:
-        device=config["device"],
     log:
         f"{LOGS}/vae/cache_latents_{{vae}}_{{part}}.log",
     wildcard_constraints:
         part="|".join(SPLIT_PARTS),
     priority: CRITICAL_PATH_PRIORITY
+    conda:
+        "../envs/models.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
         gpu=config["compute"]["gpus_per_job"],
-    conda:
-        "../envs/models.yaml"
+    params:
+        device=config["device"],
     script:
         "../scripts/cache_latents.py"

@@ -15,7 +15,8 @@ every comparison of two sampling conditions uses the same noise per (pair, seed)
    bootstrap CI over pairs, mean absolute pixel difference, evaluator score, and the cosine
    similarity of the context tensors C;
 2. baseline: baseline latents shuffled across the pairs (a derangement): Spearman of the predicted
-   diameter with the pair's own and with the donor's baseline diameter;
+   diameter with the pair's own and with the donor's baseline diameter; and the slope of the
+   predicted (and the real) follow-up diameter on the baseline's (below 1: sizes pulled to the mean);
 3. VAE: real follow-ups through the aligned and the unaligned VAE: readout error by size bin;
 4. diffusion target: MSE of the sampled follow-up latents to the encoded real follow-up, by label,
    against the baseline latent (no change) and another pair's follow-up;
@@ -282,6 +283,11 @@ def baseline_dependence(run: Run, rows: Rows, cache: dict) -> None:
                  spearman(diameters, real_baseline[donor]), condition=name, n=n)
     rows.add("baseline", "mean absolute pixel difference", np.abs(shuffled - cache["own_samples"]).mean(),
              condition="shuffled vs own", n=n)
+    # regression to the mean: a follow-up that keeps the baseline's size ordering has slope ~1 (truth >= 1 with growth)
+    real_followup = run.measure(run.followup[:, None], follow_grid=True)[:, 0]
+    for name, diameters in (("real follow-up", real_followup), ("own baselines", predicted["own baselines"])):
+        rows.add("baseline", "slope of follow-up diameter on baseline diameter", slope(real_baseline, diameters),
+                 condition=name, n=n)
 
 
 def vae_reconstruction(run: Run, rows: Rows, cache: dict) -> None:
