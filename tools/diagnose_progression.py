@@ -44,7 +44,7 @@ from scipy import ndimage, stats
 from sklearn.metrics import roc_auc_score
 
 from namd.config import load_config
-from namd.data.crops import load_crops
+from namd.data.crops import crop_rows, load_crops
 from namd.data.nlst import report_text
 from namd.evaluation.readout import ReadoutSettings, crop_spacings, measure_crops
 from namd.io import atomic_output
@@ -212,11 +212,7 @@ def load_run(results: Path, config: dict, *, split: str, n_pairs: int | None, k:
     if n_pairs is not None and n_pairs < len(pairs):
         pairs = pairs.sample(n=n_pairs, random_state=config["seed"]).sort_index().reset_index(drop=True)
     crops = load_crops(crops_npz)
-    index = {p: i for i, p in enumerate(crops["pair_id"].tolist())}
-    absent = [p for p in pairs["pair_id"] if p not in index]
-    if absent:
-        raise ValueError(f"{crops_npz}: no crop for pair(s) {absent[:10]}")
-    rows = [index[p] for p in pairs["pair_id"]]
+    rows = crop_rows(crops, pairs["pair_id"].tolist(), crops_npz)
     table = pd.read_csv(crops_csv, dtype={"pair_id": str})
     meta = json.loads((models / "namd" / "method.json").read_text())
     return Run(pipe=pipe, vae_unaligned=vae_unaligned, pairs=pairs, baseline=crops["baseline"][rows],

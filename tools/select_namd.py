@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from namd.budget import trainer_budget
 from namd.config import load_config
-from namd.data.crops import load_crops
+from namd.data.crops import crop_rows, load_crops
 from namd.evaluation.readout import ReadoutSettings, crop_spacings, measure_crops
 from namd.generate import load_generated
 from namd.runtime import make_deterministic
@@ -136,7 +136,7 @@ def main() -> None:
         pairs.to_csv(pairs_csv, index=False)
     crops = load_crops(crops_npz)
     table = pd.read_csv(crops_csv, dtype={"pair_id": str})
-    rows = [crops["pair_id"].tolist().index(p) for p in val["pair_id"]]
+    rows = crop_rows(crops, val["pair_id"].tolist(), crops_npz)
     settings = ReadoutSettings.from_config(config["evaluation"]["progression"])
     window = tuple(config["crop"]["hu_window"])
     spacing = crop_spacings(table, val["pair_id"], "base", str(crops_csv))

@@ -243,3 +243,12 @@ def load_crops(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: not a readable crops .npz file: {err}") from err
     _check_crop_arrays(arrays, str(path))
     return {k: arrays[k] for k in CROP_ARRAYS}
+
+
+def crop_rows(crops: dict[str, np.ndarray], pair_ids, source: str | Path) -> list[int]:
+    """Row of each pair in `load_crops` arrays, in the order given; a pair without a crop is an error naming it."""
+    index = {p: i for i, p in enumerate(crops["pair_id"].tolist())}
+    absent = [p for p in pair_ids if p not in index]
+    if absent:
+        raise ValueError(f"{source}: no crop for pair(s) {absent[:10]}")
+    return [index[p] for p in pair_ids]

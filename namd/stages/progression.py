@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from namd.data.crops import load_crops
+from namd.data.crops import crop_rows, load_crops
 from namd.evaluation.progression import figure, figure_points, row_metrics, to_latex, write_csv
 from namd.evaluation.readout import GRID_KEYS, ReadoutSettings, crop_spacings, measure_crops, readout_grid, \
     truth_crops, validate_readout
@@ -53,11 +53,7 @@ def _test_readouts(pairs_csv, crops_npz, crops_csv, settings, window):
     if test.empty:
         raise ValueError(f"{pairs_csv}: no test pair")
     crops = load_crops(crops_npz)
-    index = {p: i for i, p in enumerate(crops["pair_id"].tolist())}
-    absent = [p for p in test["pair_id"] if p not in index]
-    if absent:
-        raise ValueError(f"{crops_npz}: no crop for test pair(s) {absent[:10]}")
-    rows = [index[p] for p in test["pair_id"]]
+    rows = crop_rows(crops, test["pair_id"].tolist(), crops_npz)
     table = pd.read_csv(crops_csv, dtype={"pair_id": str})
     spacing = crop_spacings(table, test["pair_id"], "base", str(crops_csv))
     baseline = measure_crops(crops["baseline"][rows], spacing, settings, window)
