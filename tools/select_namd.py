@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -155,14 +154,12 @@ def main() -> None:
         params = apply(base, overrides)
         start = time.time()
         trained = models / "namd"
-        val_loss = math.nan
         if set(overrides) - SAMPLER_KEYS:
             trained = args.work / name / "model"
             if not (trained / "method.json").is_file():
                 make_deterministic(seed, args.threads)
                 train_method("namd", params, pairs_csv, crops_npz, latents, upstream, trained,
                              args.work / name / "state", seed=seed)
-            val_loss = float(pd.read_csv(trained / "history.csv")["val_loss"].min())
         elif overrides:  # sampler keys only: the run's model, sampled with the variant's settings
             trained = args.work / name / "model"
             shutil.rmtree(trained, ignore_errors=True)
@@ -170,6 +167,7 @@ def main() -> None:
             meta = json.loads((trained / "method.json").read_text())
             meta["params"].update(overrides)
             (trained / "method.json").write_text(json.dumps(meta, indent=2))
+        val_loss = float(pd.read_csv(trained / "history.csv")["val_loss"].min())
         out_npz = args.work / name / "val.npz"
         out_npz.parent.mkdir(parents=True, exist_ok=True)
         generate_method("namd", trained, pairs_csv, crops_npz, latents, upstream, out_npz, seeds=list(range(args.k)),
