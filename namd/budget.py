@@ -16,7 +16,7 @@ Free of heavy imports: the Snakefile reads it to fill each training rule's param
 
 from __future__ import annotations
 
-from namd.methods import LDM_FAMILY, REUSES, get_method_module
+from namd.methods import LDM_FAMILY, REUSES, get_method_module, upstream_of
 
 #: the training job of the latent family's unconditional stage (one per VAE)
 STAGE1 = "ldm_unconditional"
@@ -35,6 +35,15 @@ def trainer_budget(config: dict, job: str) -> dict[str, int]:
         get_method_module(job)  # an unknown name is an error naming the known ones
         steps = budget["pretrain_steps"] + budget["paired_steps"]
     return {"max_steps": int(steps), "batch_size": int(budget["batch_size"])}
+
+
+def method_params(config: dict, method: str) -> dict:
+    """What a method's training job receives: its own keys (less `vae`, which picks its inputs), the
+    latent width when it works on a VAE's latents, `ldm` for NAMD's family, and its share of the budget."""
+    own = {k: v for k, v in config["methods"][method].items() if k != "vae"}
+    latent = {"latent_channels": config["vae"]["latent_channels"]} if "vae" in upstream_of(method) else {}
+    shared = config["ldm"] if method in LDM_FAMILY else {}
+    return {**shared, **latent, **own, **trainer_budget(config, method)}
 
 
 def budget_rows(config: dict, train_pairs: int | None = None) -> list[dict]:

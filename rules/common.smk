@@ -1,14 +1,13 @@
 # Paths and helpers shared by every rule file.
 import subprocess
 import sys
-from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 
 # the namd package beside this workflow, whether or not it is installed where snakemake runs
 sys.path.insert(0, workflow.basedir)
-from namd.budget import STAGE1, trainer_budget
-from namd.methods import LDM_FAMILY, REUSES, trained_model_of, upstream_of
+from namd.budget import STAGE1, method_params, trainer_budget
+from namd.methods import REUSES, trained_model_of, upstream_of
 from namd.sources import check_config_sources
 
 # the schema cannot see files: an LLM or weight path that does not exist stops the run here, named
@@ -117,50 +116,33 @@ wildcard_constraints:
     method="|".join(METHODS),
 
 
-def method_params(method):
-    """A method's own keys (less `vae`, which picks its inputs) and its share of the training budget
-    (namd.budget); NAMD's family also gets `ldm`."""
-    own = {k: v for k, v in config["methods"][method].items() if k != "vae"}
-    latent = (
-        {"latent_channels": config["vae"]["latent_channels"]}
-        if "vae" in upstream_of(method)
-        else {}
-    )
-    shared = config["ldm"] if method in LDM_FAMILY else {}
-    return {**shared, **latent, **own, **trainer_budget(config, method)}
+def method_files(part, method):
+    """One part's data (trainval to train, test to generate) for `method`, plus the trained models it
+    starts from (registry: namd.methods.UPSTREAM)."""
+    needs = upstream_of(method)
+    vae = config["methods"][method].get("vae")
+    files = {"pairs": split_file(part, "pairs"), "crops": split_file(part, "crops")}
+    if part == "test":
+        # the record is standardised as in training
+        files["stats_pairs"] = TRAIN_PAIRS
+    if "vae" in needs:
+        files["latents"] = latents_file(vae, part)
+        files["vae"] = f"{RESULTS}/models/vae_{vae}"
+    if "ldm_unconditional" in needs:
+        files["ldm_unconditional"] = f"{RESULTS}/models/ldm_unconditional_{vae}"
+    if "perceptual" in needs:
+        files["perceptual"] = rules.train_perceptual.output[0]
+    return files
 
 
-def method_inputs(part):
-    """Input function: one part's data (trainval to train, test to generate), plus the trained models
-    the method starts from (registry: namd.methods.UPSTREAM)."""
-
-    def inputs(wildcards):
-        method = wildcards.method
-        needs = upstream_of(method)
-        vae = config["methods"][method].get("vae")
-        files = {"pairs": split_file(part, "pairs"), "crops": split_file(part, "crops")}
-        if part == "test":
-            # the record is standardised as in training
-            files["stats_pairs"] = TRAIN_PAIRS
-        if "vae" in needs:
-            files["latents"] = latents_file(vae, part)
-            files["vae"] = f"{RESULTS}/models/vae_{vae}"
-        if "ldm_unconditional" in needs:
-            files["ldm_unconditional"] = f"{RESULTS}/models/ldm_unconditional_{vae}"
-        if "perceptual" in needs:
-            files["perceptual"] = rules.train_perceptual.output[0]
-        return files
-
-    return inputs
+def training_inputs(wildcards):
+    return method_files("trainval", wildcards.method)
 
 
 def generation_inputs(wildcards):
     """The test inputs of the method whose trained model this row samples, and that model's folder."""
     trained = trained_model_of(wildcards.method)
-    return {
-        **method_inputs("test")(SimpleNamespace(method=trained)),
-        "model": f"{RESULTS}/models/{trained}",
-    }
+    return {**method_files("test", trained), "model": f"{RESULTS}/models/{trained}"}
 
 
 def method_upstream(method, input):

@@ -6,7 +6,7 @@
 rule train_method:
     """Train one registered method (NAMD, its ablation, or a baseline) with the one trainer."""
     input:
-        unpack(method_inputs("trainval")),
+        unpack(training_inputs),
     output:
         directory(f"{RESULTS}/models/{{method}}"),
     log:
@@ -22,7 +22,7 @@ rule train_method:
     resources:
         **TRAIN_RESOURCES,
     params:
-        method=lambda wc: method_params(wc.method),
+        method=lambda wc: method_params(config, wc.method),
         upstream=lambda wc, input: method_upstream(wc.method, input),
         state=lambda wc: state_dir(wc.method),
         seed=config["seed"],

@@ -31,6 +31,7 @@ markdown. A config overlay the run used (configs/tiny.yaml) goes after config.ya
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -156,6 +157,14 @@ class Run:
     seeds: list[int]
     steps: int
 
+    @functools.cached_property
+    def baseline_diameters(self) -> np.ndarray:
+        return self.measure(self.baseline[:, None])[:, 0]
+
+    @functools.cached_property
+    def followup_diameters(self) -> np.ndarray:
+        return self.measure(self.followup[:, None], follow_grid=True)[:, 0]
+
     @property
     def labels(self) -> np.ndarray:
         return self.pairs["label"].to_numpy(dtype=int)
@@ -269,7 +278,7 @@ def baseline_dependence(run: Run, rows: Rows, cache: dict) -> None:
         rows.add("baseline", "skipped: fewer than 3 pairs", math.nan, n=n)
         return
     donor = derangement(n, run.seed)
-    real_baseline = run.measure(run.baseline[:, None])[:, 0]
+    real_baseline = run.baseline_diameters
     _, shuffled = run.sample(cache["condition"][donor], run.context(run.pairs["report"]))
     predicted = {"own baselines": cache["own_sample_diameters"].mean(axis=1), "shuffled baselines": run.measure(shuffled).mean(axis=1)}
     for name, diameters in predicted.items():
@@ -280,7 +289,7 @@ def baseline_dependence(run: Run, rows: Rows, cache: dict) -> None:
     rows.add("baseline", "mean absolute pixel difference", np.abs(shuffled - cache["own_samples"]).mean(),
              condition="shuffled vs own", n=n)
     # regression to the mean: a follow-up that keeps the baseline's size ordering has slope ~1 (truth >= 1 with growth)
-    real_followup = run.measure(run.followup[:, None], follow_grid=True)[:, 0]
+    real_followup = run.followup_diameters
     for name, diameters in (("real follow-up", real_followup), ("own baselines", predicted["own baselines"])):
         rows.add("baseline", "slope of follow-up diameter on baseline diameter", slope(real_baseline, diameters),
                  condition=name, n=n)
@@ -288,8 +297,7 @@ def baseline_dependence(run: Run, rows: Rows, cache: dict) -> None:
 
 def vae_reconstruction(run: Run, rows: Rows, cache: dict) -> None:
     """Real follow-ups encoded and decoded: can the decoder represent the nodule the sampler should reach?"""
-    real = run.measure(run.followup[:, None], follow_grid=True)[:, 0]
-    cache["real_followup_diameters"] = real
+    real = run.followup_diameters
     bins = size_bin(real)
     vaes = {"aligned": run.pipe.vae, "unaligned": run.vae_unaligned}
     for name, vae in vaes.items():
@@ -341,7 +349,7 @@ def diffusion_target(run: Run, rows: Rows, cache: dict) -> None:
 def evaluator_response(run: Run, rows: Rows, cache: dict) -> None:
     """Score vs readout diameter (and sharpness) on real crops, reconstructions and NAMD's samples."""
     real_images = np.concatenate([run.baseline, run.followup])
-    real_d = np.concatenate([run.measure(run.baseline[:, None])[:, 0], cache["real_followup_diameters"]])
+    real_d = np.concatenate([run.baseline_diameters, run.followup_diameters])
     sets = {"real crops": (real_images, real_d)}
     if "recon_aligned" in cache:
         sets["aligned VAE reconstructions"] = (cache["recon_aligned"], cache["recon_aligned_diameters"])

@@ -33,24 +33,17 @@ import yaml
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from namd.budget import trainer_budget
+from namd.budget import method_params
 from namd.config import load_config
-from namd.data.crops import crop_rows, load_crops
-from namd.evaluation.readout import ReadoutSettings, crop_spacings, measure_crops
+from namd.evaluation.readout import ReadoutSettings, measure_crops
 from namd.generate import load_generated
 from namd.runtime import make_deterministic
 from namd.stages.methods import generate_method, train_method
+from namd.stages.progression import split_readouts
 
 ROOT = Path(__file__).resolve().parents[1]
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
 SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size"}
-
-
-def namd_params(config: dict) -> dict:
-    """NAMD's params as rules/common.smk's method_params builds them."""
-    own = {k: v for k, v in config["methods"]["namd"].items() if k != "vae"}
-    return {**config["ldm"], "latent_channels": config["vae"]["latent_channels"],
-            **own, **trainer_budget(config, "namd")}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -133,21 +126,15 @@ def main() -> None:
         pairs_csv = args.work / "pairs.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
-    crops = load_crops(crops_npz)
-    table = pd.read_csv(crops_csv, dtype={"pair_id": str})
-    rows = crop_rows(crops, val["pair_id"].tolist(), crops_npz)
     settings = ReadoutSettings.from_config(config["evaluation"]["progression"])
     window = tuple(config["crop"]["hu_window"])
-    spacing = crop_spacings(table, val["pair_id"], "base", str(crops_csv))
-    baseline_d = measure_crops(crops["baseline"][rows], spacing, settings, window)
-    follow_d = measure_crops(crops["followup"][rows], crop_spacings(table, val["pair_id"], "follow", str(crops_csv)),
-                             settings, window)
+    val, spacing, baseline_d, follow_d = split_readouts(pairs_csv, crops_npz, crops_csv, settings, window, split="val")
     labels = val["label"].to_numpy(dtype=int)
     true_change = follow_d - baseline_d
     print(f"{len(val)} validation pairs ({labels.sum()} malignant); real follow-ups: slope on baseline "
           f"{stats.linregress(baseline_d, follow_d).slope:.2f}, growth AUROC {roc_auc_score(labels, true_change):.3f}")
 
-    base = namd_params(config)
+    base = method_params(config, "namd")
     results = []
     for text in args.variant:
         name, overrides = parse_variant(text)

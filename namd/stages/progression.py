@@ -47,19 +47,20 @@ def readout_validation(pairs_csv, crops_npz, crops_csv, truth_csv, *, out_csv, o
     return summary
 
 
-def _test_readouts(pairs_csv, crops_npz, crops_csv, settings, window):
+def split_readouts(pairs_csv, crops_npz, crops_csv, settings, window, split="test"):
+    """(the split's pairs, their baseline pixel spacing, baseline and real follow-up diameters)."""
     pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str})
-    test = pairs[pairs["split"] == "test"]
-    if test.empty:
-        raise ValueError(f"{pairs_csv}: no test pair")
+    part = pairs[pairs["split"] == split]
+    if part.empty:
+        raise ValueError(f"{pairs_csv}: no {split} pair")
     crops = load_crops(crops_npz)
-    rows = crop_rows(crops, test["pair_id"].tolist(), crops_npz)
+    rows = crop_rows(crops, part["pair_id"].tolist(), crops_npz)
     table = pd.read_csv(crops_csv, dtype={"pair_id": str})
-    spacing = crop_spacings(table, test["pair_id"], "base", str(crops_csv))
+    spacing = crop_spacings(table, part["pair_id"], "base", str(crops_csv))
     baseline = measure_crops(crops["baseline"][rows], spacing, settings, window)
-    followup = measure_crops(crops["followup"][rows], crop_spacings(table, test["pair_id"], "follow", str(crops_csv)),
+    followup = measure_crops(crops["followup"][rows], crop_spacings(table, part["pair_id"], "follow", str(crops_csv)),
                              settings, window)
-    return test, spacing, baseline, followup
+    return part, spacing, baseline, followup
 
 
 def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], methods: Sequence[str], *,
@@ -72,7 +73,7 @@ def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], m
     if absent:
         raise FileNotFoundError(f"progression: generated samples file missing for method(s) {absent}")
     settings = ReadoutSettings.from_config(params)
-    test, spacing, baseline, real_followup = _test_readouts(pairs_csv, crops_npz, crops_csv, settings, window)
+    test, spacing, baseline, real_followup = split_readouts(pairs_csv, crops_npz, crops_csv, settings, window)
     ids, labels = test["pair_id"].to_numpy(), test["label"].to_numpy(dtype=int)
     if (baseline == 0).any():
         LOG.warning("real baseline read as no nodule for %d test pair(s): %s", int((baseline == 0).sum()),
