@@ -157,3 +157,40 @@ def test_null_context_row_refuses_another_methods_folder(upstream, tmp_path):
     build(upstream, "namd_unaligned").save_pretrained(tmp_path / "ablation")
     with pytest.raises(ValueError, match=r"method.json: holds method 'namd_unaligned', not 'namd'"):
         get_method("namd_no_context").from_pretrained(tmp_path / "ablation", MethodContext(seed=5))
+
+
+@pytest.mark.parametrize("context_norm", ["none", "batch"])
+def test_a_trained_namd_reads_the_report(upstream, context_norm):
+    """What issue 13 depends on, pinned: on a toy task where only the report says whether the nodule
+    grows, a tiny trained NAMD makes the two reports' samples differ as the targets do (follow-up =
+    baseline + 1.5 for the growing report, = baseline otherwise), with C raw or standardised."""
+    from namd.sampling import ddim_sample
+
+    grows = ("Lung cancer screening for this 74 years old female with emphysema and family history of cancer. "
+             "A part solid nodule, with spiculated margin, 25 mm in size is present in the right upper lobe.")
+    stays = ("Lung cancer screening for this 55 years old male with no emphysema and no family history of cancer. "
+             "A ground glass nodule, with smooth margin, 4 mm in size is present in the left lower lobe.")
+    params = {**PARAMS, "context_norm": context_norm, "lr": 3e-3, "prompt_lr": 3e-3,
+              "scheduler": {**PARAMS["scheduler"], "prediction_type": "v_prediction"}}
+    torch.manual_seed(0)
+    method = get_method("namd")(params, DataSpec(image_size=16), MethodContext(upstream=upstream, seed=5))
+    method.text.soft_prompts.requires_grad_(False)  # no backward through the LLM: keeps the test short
+    optimizers = method.configure_optimizers()
+    g = torch.Generator().manual_seed(2)
+    method.train()
+    for step in range(100):
+        baseline = torch.randn(8, 4, 8, 8, generator=g) * 0.5
+        grow = torch.arange(8) % 2 == 0
+        followup = baseline + 1.5 * grow.float()[:, None, None, None]
+        method.training_step({"baseline_latent": baseline, "followup_latent": followup,
+                              "report": [grows if x else stays for x in grow]}, optimizers, step, 1.0)
+    method.eval()
+    baseline = torch.randn(4, 4, 8, 8, generator=g) * 0.5
+    ids = [f"p{i}" for i in range(4)]
+    with torch.no_grad():
+        sampled = {name: ddim_sample(method.unet, method.noise_scheduler.config, baseline,
+                                     method.report_context([report] * 4), ids, [0], num_inference_steps=10,
+                                     progress=False)[:, 0]
+                   for name, report in (("grows", grows), ("stays", stays))}
+    shift = (sampled["grows"] - sampled["stays"]).mean(dim=(1, 2, 3))
+    assert torch.all(shift > 0.75), shift  # the same baselines and noise: only the report differs

@@ -223,3 +223,39 @@ def test_prompts_of_a_relative_llm_folder_name_it_absolutely(gemma3_dir, tmp_pat
     encoder.save_soft_prompts(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert SoftPromptContextEncoder.from_soft_prompts(tmp_path).llm_name == str(gemma3_dir.resolve())
+
+
+def test_batch_context_norm_makes_two_reports_contexts_differ_and_saves_its_statistics(minilm, tmp_path):
+    raw = encoder_like(minilm, n_sets=2, n_prompt_tokens=2, init_seed=3)
+    normed = encoder_like(minilm, n_sets=2, n_prompt_tokens=2, init_seed=3, context_norm="batch")
+    other = LONG.replace("68 years old male", "55 years old female").replace("27 mm", "5 mm").replace("with prior", "with no prior")
+    reports = [LONG, other, LONG.replace("27 mm", "12 mm"), other.replace("right", "left")]
+    normed.train()
+    with torch.no_grad():
+        for _ in range(60):  # running statistics of the training batches (momentum 0.1)
+            normed(reports)
+    normed.eval()
+
+    def cosine(encoder):
+        with torch.no_grad():
+            c = encoder([LONG, other]).flatten(1)
+        return float(torch.nn.functional.cosine_similarity(c[0], c[1], dim=0))
+
+    assert cosine(raw) > 0.9  # the EOS states of two reports of one template: nearly one vector
+    assert cosine(normed) < 0.5
+    with torch.no_grad():
+        # each feature's spread across reports: a few hundredths raw, of order one standardised
+        assert raw(reports).std(dim=0).mean() < 0.1 < 0.3 < normed(reports).std(dim=0).mean() < 1.5
+        one = normed([SHORT])  # a single report, even in training mode, uses the running statistics
+        normed.train()
+        torch.testing.assert_close(normed([SHORT]), one)
+    normed.eval()
+    normed.save_soft_prompts(tmp_path / "normed")
+    loaded = SoftPromptContextEncoder.from_soft_prompts(tmp_path / "normed").eval()
+    assert loaded.context_norm == "batch"
+    torch.testing.assert_close(loaded([SHORT, LONG]), normed([SHORT, LONG]))
+    raw.save_soft_prompts(tmp_path / "raw")
+    with pytest.raises(ValueError, match=r"soft_prompts.safetensors: has no context-norm statistics but .* 'batch'"):
+        normed.load_soft_prompts(tmp_path / "raw")
+    with pytest.raises(ValueError, match="context_norm 'layer': expected one of"):
+        encoder_like(minilm, context_norm="layer")

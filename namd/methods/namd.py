@@ -33,7 +33,7 @@ class NAMD(LatentDiffusionMethod):
         p = self.params
         return SoftPromptContextEncoder.from_pretrained(
             p["llm"], n_sets=p["n_sets"], n_prompt_tokens=p["n_prompt_tokens"], max_length=p["max_length"],
-            init_seed=self.context.seed,
+            init_seed=self.context.seed, context_norm=p.get("context_norm", "none"),
         )
 
     def report_context(self, reports):
