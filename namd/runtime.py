@@ -30,6 +30,27 @@ def select_device(requested: str = "auto") -> torch.device:
     raise DeviceUnavailableError(f"config key 'device': unknown value {requested!r} (auto, cpu, cuda[:N])")
 
 
+#: `compute.precision` values: Appendix B trains in 32-bit floats; bf16 autocast is a GPU option
+PRECISIONS = ("fp32", "bf16")
+
+
+def training_precision(compute: dict, device: torch.device) -> dict:
+    """The trainer's precision keys from the config's `compute` section, for a job on `device`.
+
+    bf16 autocast is refused off CUDA, as `device: cuda` is: CPU autocast runs, but slower than
+    fp32 on most CPUs and with other numerics than the run asked a GPU for.
+    """
+    precision = compute.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise DeviceUnavailableError(f"config key 'compute.precision': unknown value {precision!r} {PRECISIONS}")
+    if precision == "bf16" and torch.device(device).type != "cuda":
+        raise DeviceUnavailableError(
+            f"config key 'compute.precision' is 'bf16' but this job runs on {torch.device(device).type} "
+            "(no CUDA GPU is visible, or device is cpu); set compute.precision: fp32 on this machine"
+        )
+    return {"precision": precision, "gradient_checkpointing": bool(compute.get("gradient_checkpointing", False))}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -86,6 +86,11 @@ CRITICAL_PATH_PRIORITY = 10
 #: end, where one core would run them alone while the other idles
 TRAIN_METHOD_PRIORITY = 5
 
+#: the trainer's precision keys (compute.precision, compute.gradient_checkpointing), for the training rules
+TRAIN_PRECISION = {
+    "precision": config["compute"]["precision"],
+    "gradient_checkpointing": config["compute"]["gradient_checkpointing"],
+}
 TRAIN_RESOURCES = dict(
     mem_mb=config["compute"]["train_mem_mb"],
     runtime=config["compute"]["train_runtime_min"],

@@ -28,5 +28,6 @@ rule train_ldm_unconditional:
         state=lambda wc: state_dir(f"ldm_unconditional_{wc.vae}"),
         seed=config["seed"],
         device=config["device"],
+        precision=TRAIN_PRECISION,
     script:
         "../scripts/train_ldm_unconditional.py"

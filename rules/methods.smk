@@ -27,6 +27,7 @@ rule train_method:
         state=lambda wc: state_dir(wc.method),
         seed=config["seed"],
         device=config["device"],
+        precision=TRAIN_PRECISION,
     script:
         "../scripts/train_method.py"
 

@@ -23,6 +23,7 @@ rule train_vae:
         state=lambda wc: state_dir(f"vae_{wc.vae}"),
         seed=config["seed"],
         device=config["device"],
+        precision=TRAIN_PRECISION,
     script:
         "../scripts/train_vae.py"
 

@@ -49,3 +49,14 @@ def test_workflow_benchmark_runs_the_workflow_in_a_scratch_copy(tmp_path):
               "--configfile", "configs/tiny.yaml")
     assert "whole workflow:" in out and "| train_vae_aligned" in out
     assert (tmp_path / "run" / "results" / "table1.tex").exists()
+
+
+def test_gpu_benchmark_runs_every_stage_at_tiny_size_on_the_cpu():
+    """benchmarks/gpu.py's code path (bf16 autocast and checkpointing included) at toy sizes; the
+    figures in README come from a GPU run, or README says there has been none."""
+    out = run("benchmarks/gpu.py", "--tiny", "--repeats", "1", "--precision", "bf16", "--gradient-checkpointing")
+    for stage in ("| VAE (Eq. 6) |", "| stage 1 (Eq. 9) |", "| stage 2 (Eq. 10) |", "batched |",
+                  "one seed per call |"):
+        assert stage in out, out
+    assert "precision bf16, gradient checkpointing True" in out
+    assert "stage 1: 100,000 steps:" in out and "stage 2: 6,600 steps:" in out and "total:" in out

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from namd.runtime import DeviceUnavailableError, select_device
+from namd.runtime import DeviceUnavailableError, select_device, training_precision
 
 
 @pytest.fixture
@@ -36,3 +36,15 @@ def test_this_machine_matches_what_auto_picks():
 def test_unknown_device_names_the_key():
     with pytest.raises(DeviceUnavailableError, match="config key 'device': unknown value 'tpu'"):
         select_device("tpu")
+
+
+def test_bf16_off_cuda_names_the_config_key_and_fp32_passes(no_cuda):
+    cpu = select_device("auto")
+    with pytest.raises(DeviceUnavailableError, match=r"'compute.precision' is 'bf16' but this job runs on cpu"):
+        training_precision({"precision": "bf16", "gradient_checkpointing": False}, cpu)
+    with pytest.raises(DeviceUnavailableError, match=r"'compute.precision': unknown value 'fp16'"):
+        training_precision({"precision": "fp16"}, cpu)
+    assert training_precision({"precision": "fp32", "gradient_checkpointing": True}, cpu) == {
+        "precision": "fp32", "gradient_checkpointing": True}
+    assert training_precision({"precision": "bf16", "gradient_checkpointing": False}, torch.device("cuda")) == {
+        "precision": "bf16", "gradient_checkpointing": False}

@@ -184,3 +184,48 @@ def test_no_loader_gives_a_batch_the_alignment_loss_cannot_score(n, batch_size):
     assert sum(val) == n and all(size >= min(MIN_BATCH, n) for size in val)
     assert max(val) < batch_size + MIN_BATCH
     assert train == ([batch_size] * (n // batch_size) if n > batch_size else [n])
+
+
+class DtypeRecordingLine(Line):
+    """Records the dtype its forward computes in: bf16 under the trainer's autocast."""
+
+    def losses(self, batch):
+        out = self.lin(batch["x"])
+        self.dtypes = getattr(self, "dtypes", set()) | {out.dtype}
+        return {"loss": torch.nn.functional.mse_loss(out.float(), batch["y"])}
+
+
+def test_bf16_autocast_runs_training_and_validation_in_bf16_and_keeps_fp32_weights(tmp_path):
+    model = DtypeRecordingLine()
+    result = fit(model, Points(64, 1), Points(16, 2), settings(precision="bf16"), tmp_path / "bf16", progress=False)
+    assert model.dtypes == {torch.bfloat16} and model.lin.weight.dtype == torch.float32
+    assert math.isclose(model.lin.weight.item(), 3.0, abs_tol=0.3) and math.isfinite(result.best_val_loss)
+    plain = DtypeRecordingLine()
+    fit(plain, Points(64, 1), Points(16, 2), settings(), tmp_path / "fp32", progress=False)
+    assert plain.dtypes == {torch.float32}
+
+
+def test_precision_enters_the_fingerprint_and_checkpointing_does_not():
+    assert settings().fingerprint() == settings(gradient_checkpointing=True).fingerprint()
+    assert settings().fingerprint() != settings(precision="bf16").fingerprint()
+
+
+def test_gradient_checkpointing_reaches_the_diffusers_models_and_keeps_the_gradients():
+    from namd.models.unet import build_unet
+    from namd.training import enable_gradient_checkpointing
+
+    unet = build_unet(sample_size=8, block_out_channels=(32, 32), num_attention_heads=2, cross_attention_dim=16)
+    x, t, ctx = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.randn(2, 2, 16)
+
+    def gradients():
+        unet.zero_grad()
+        unet(x, t, ctx).sample.square().mean().backward()
+        return [p.grad.clone() for p in unet.parameters()]
+
+    unet.train()
+    before = gradients()
+    holder = torch.nn.ModuleDict({"unet": unet, "head": torch.nn.Linear(2, 2)})
+    assert enable_gradient_checkpointing(holder) == 1 and unet.is_gradient_checkpointing
+    for a, b in zip(before, gradients()):
+        torch.testing.assert_close(a, b)
+    assert enable_gradient_checkpointing(torch.nn.Linear(2, 2)) == 0

@@ -50,7 +50,7 @@ class UnconditionalDiffusion(TrainableModule):
 
 
 def train_unconditional(pairs_csv, crops_npz, latents_npz, out_dir, state_dir, params: dict, *, seed: int,
-                        device="cpu") -> dict:
+                        device="cpu", precision: dict | None = None) -> dict:
     cohort = Cohort.load(pairs_csv, crops_npz, latents={"vae": latents_npz})
     train, val = ImageDataset(cohort, "train", latents="vae"), ImageDataset(cohort, "val", latents="vae")
     unet_params = params["unet"]
@@ -68,7 +68,8 @@ def train_unconditional(pairs_csv, crops_npz, latents_npz, out_dir, state_dir, p
     module = UnconditionalDiffusion(unet, noise_scheduler(**params["scheduler"]),
                                     (params["n_sets"], unet.config.cross_attention_dim), params["unconditional"])
     fingerprint = file_fingerprint(pairs_csv, latents_npz)
-    settings = budget_settings(params, "ldm_unconditional", seed=seed, identity={"params": params, "data": fingerprint})
+    settings = budget_settings(params, "ldm_unconditional", seed=seed, identity={"params": params, "data": fingerprint},
+                               **(precision or {}))
     result = fit(module, train, val, settings, state_dir, device=device)
     out_dir = Path(out_dir)
     module.save_pretrained(out_dir)

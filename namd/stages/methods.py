@@ -20,7 +20,7 @@ def _cohort(pairs_csv, crops_npz, latents_npz, stats_pairs_csv=None):
 
 
 def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, upstream: dict, out_dir, state_dir,
-                 *, seed: int, device="cpu") -> dict:
+                 *, seed: int, device="cpu", precision: dict | None = None) -> dict:
     cohort = _cohort(pairs_csv, crops_npz, latents_npz)
     spec = DataSpec(image_size=cohort.image_size, n_ehr=int(cohort.ehr.shape[1]),
                     n_nodule_features=int(cohort.features.shape[1]))
@@ -28,7 +28,8 @@ def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, ups
     method = get_method(name)(params, spec, context)
     inputs = [pairs_csv, crops_npz] + ([latents_npz] if latents_npz else [])
     fingerprint = file_fingerprint(*inputs)
-    settings = budget_settings(params, name, seed=seed, identity={"method": name, "params": params, "data": fingerprint})
+    settings = budget_settings(params, name, seed=seed, identity={"method": name, "params": params, "data": fingerprint},
+                               **(precision or {}))
     result = fit(method, PairDataset(cohort, "train"), PairDataset(cohort, "val"), settings, state_dir, device=device)
     LOG.info("%s: best epoch %d, validation loss %.5f", name, result.best_epoch, result.best_val_loss)
     out_dir = Path(out_dir)

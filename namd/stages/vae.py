@@ -53,7 +53,8 @@ class VAETraining(TrainableModule):
         self.model.save_pretrained(out_dir)
 
 
-def train_vae(pairs_csv, crops_npz, out_dir, state_dir, params: dict, *, seed: int, device: str = "cpu") -> dict:
+def train_vae(pairs_csv, crops_npz, out_dir, state_dir, params: dict, *, seed: int, device: str = "cpu",
+              precision: dict | None = None) -> dict:
     """Train on the training split's baseline and follow-up crops; select on the validation split."""
     cohort = Cohort.load(pairs_csv, crops_npz)
     train, val = ImageDataset(cohort, "train"), ImageDataset(cohort, "val")
@@ -72,6 +73,7 @@ def train_vae(pairs_csv, crops_npz, out_dir, state_dir, params: dict, *, seed: i
     settings = TrainSettings(
         epochs=params["epochs"], batch_size=params["batch_size"], seed=seed,
         max_grad_norm=params.get("max_grad_norm", 1.0), identity={"params": params, "data": fingerprint},
+        **(precision or {}),
     )
     result = fit(module, train, val, settings, state_dir, device=device)
     scale = fit_latent_scale(module.model.vae, train.images.to(device))
