@@ -144,10 +144,14 @@ def training_inputs(wildcards):
     return method_files("trainval", wildcards.method)
 
 
-def generation_inputs(wildcards):
+def generation_files(method):
     """The test inputs of the method whose trained model this row samples, and that model's folder."""
-    trained = trained_model_of(wildcards.method)
+    trained = trained_model_of(method)
     return {**method_files("test", trained), "model": f"{RESULTS}/models/{trained}"}
+
+
+def generation_inputs(wildcards):
+    return generation_files(wildcards.method)
 
 
 def method_upstream(method, input):

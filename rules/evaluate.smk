@@ -167,10 +167,66 @@ rule figure3:
         "../scripts/figure3.py"
 
 
-rule figure5:
-    """Running variance of the classifier's probability over K samples (Appendix D)."""
+FIGURE5 = config["evaluation"]["figure5"]
+REFERENCE = config["evaluation"]["reference"]
+
+
+rule generate_figure5_samples:
+    """K_max follow-ups of the reference method for Figure 5's pairs: more than Table 1's K, so the
+    figure can show whether the variance settles after it (Appendix D)."""
     input:
-        probs=f"{EVAL}/probs/{config['evaluation']['reference']}.csv",
+        unpack(lambda wc: generation_files(REFERENCE)),
+    output:
+        f"{RESULTS}/figure5/samples.npz",
+    log:
+        f"{LOGS}/evaluate/generate_figure5_samples.log",
+    benchmark:
+        f"{BENCH}/generate_figure5_samples.tsv"
+    conda:
+        "../envs/models.yaml"
+    threads: config["compute"]["train_threads"]
+    resources:
+        **TRAIN_RESOURCES,
+    params:
+        method=REFERENCE,
+        upstream=lambda wc, input: method_upstream(trained_model_of(REFERENCE), input),
+        seeds=list(range(FIGURE5["k_max"])),
+        batch_size=config["generation"]["pairs_per_batch"],
+        n_pairs=FIGURE5["pairs"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/generate_followups.py"
+
+
+rule classify_figure5_samples:
+    """The evaluator's probability of every Figure 5 sample."""
+    input:
+        classifier=rules.train_classifier.output[0],
+        generated=rules.generate_figure5_samples.output[0],
+        pairs=TEST_PAIRS,
+    output:
+        f"{RESULTS}/figure5/probs.csv",
+    log:
+        f"{LOGS}/evaluate/classify_figure5_samples.log",
+    conda:
+        "../envs/evaluation.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        n_pairs=FIGURE5["pairs"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/classify_generated.py"
+
+
+rule figure5:
+    """Running variance of the classifier's probability over k = 2..K_max samples (Appendix D)."""
+    input:
+        probs=rules.classify_figure5_samples.output[0],
     output:
         png=report(
             f"{RESULTS}/figures/figure5.png",
@@ -188,7 +244,8 @@ rule figure5:
         mem_mb=1000,
         runtime=10,
     params:
-        n_pairs=config["evaluation"]["figure5_pairs"],
+        n_pairs=FIGURE5["pairs"],
+        mark_k=config["generation"]["k_seeds"],
         seed=config["seed"],
     script:
         "../scripts/figure5.py"

@@ -1,10 +1,14 @@
+from namd.data.splits import seeded_test_pairs
 from namd.runtime import select_device
 from namd.stages.methods import generate_method
 from namd.workflow import rule_context
 
 with rule_context(snakemake, seed=snakemake.params.seed):
+    # Figure 5's rules sample and score a seeded subset of the test pairs; the others, every test pair
+    n_pairs = snakemake.params.get("n_pairs")
+    pair_ids = None if n_pairs is None else seeded_test_pairs(snakemake.input.pairs, n_pairs, snakemake.params.seed)
     generate_method(
-        snakemake.wildcards.method,
+        snakemake.params.get("method") or snakemake.wildcards.method,
         snakemake.input.model,
         snakemake.input.pairs,
         snakemake.input.crops,
@@ -16,4 +20,5 @@ with rule_context(snakemake, seed=snakemake.params.seed):
         seed=snakemake.params.seed,
         device=select_device(snakemake.params.device),
         stats_pairs_csv=snakemake.input.stats_pairs,
+        pair_ids=pair_ids,
     )

@@ -267,3 +267,17 @@ def test_a_test_only_cohort_without_statistics_serves_images_and_names_what_it_l
         cohort.ehr
     with pytest.raises(CohortDataError, match=r"test/pairs.csv: the training split is empty"):
         Cohort.load(out["test"]["pairs"], out["test"]["crops"], stats_pairs=out["test"]["pairs"])
+
+
+def test_a_pair_subset_keeps_the_splits_order_and_names_a_pair_outside_it(tmp_path):
+    from namd.data.splits import seeded_subset, seeded_test_pairs
+
+    pairs_csv, crops_npz, _ = cohort_files(tmp_path)
+    cohort = Cohort.load(pairs_csv, crops_npz)
+    test_ids = [item["pair_id"] for item in PairDataset(cohort, "test")]
+    chosen = seeded_test_pairs(pairs_csv, 3, seed=23)
+    assert chosen == [test_ids[i] for i in seeded_subset(len(test_ids), 3, 23)]  # what Figure 5 draws
+    assert [item["pair_id"] for item in PairDataset(cohort, "test", chosen[::-1])] == chosen
+    assert seeded_test_pairs(pairs_csv, 500, seed=1) == test_ids
+    with pytest.raises(CohortDataError, match=r"1 pair\(s\) are not in the test split: \['nope'\]"):
+        PairDataset(cohort, "test", [chosen[0], "nope"])

@@ -100,6 +100,10 @@ def test_tiny_workflow_runs_for_real(tmp_path):
     assert (tmp_path / "results/models/namd/unet/config.json").exists()
     assert (tmp_path / "results/models/vae_aligned/model_card.md").exists()
     assert (tmp_path / "results/figures/samples.png").stat().st_size > 10_000
+    figure5 = yaml.safe_load((tmp_path / "config.yaml").read_text())["evaluation"]["figure5"]
+    curves = pd.read_csv(tmp_path / "results/figures/figure5_curves.csv")
+    assert curves["k"].max() == figure5["k_max"] > k  # Figure 5 draws its own samples, beyond Table 1's K
+    assert curves["pair_id"].nunique() == min(figure5["pairs"], test_pairs)
 
     # the README's worked example: a test pair of the run through `namd example` and `namd predict`
     pair_id = pairs.loc[pairs["split"] == "test", "pair_id"].iloc[0]

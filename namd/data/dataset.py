@@ -8,6 +8,7 @@ train/val table for a test-only one), and hands out batches in the dict shape
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -152,9 +153,16 @@ class Cohort:
 class PairDataset(Dataset):
     """Baseline/follow-up pairs of one split: what the generative methods train and sample on."""
 
-    def __init__(self, cohort: Cohort, split: str):
+    def __init__(self, cohort: Cohort, split: str, pair_ids: Sequence[str] | None = None):
+        """`pair_ids`: only these pairs of the split, in the split's order (each must be in it)."""
         self.cohort = cohort
         self.rows = cohort.indices(split)
+        if pair_ids is not None:
+            in_split = cohort.pairs["pair_id"].to_numpy()[self.rows]
+            unknown = sorted(set(pair_ids) - set(in_split))
+            if unknown:
+                raise CohortDataError(f"{len(unknown)} pair(s) are not in the {split} split: {unknown[:5]}")
+            self.rows = self.rows[np.isin(in_split, list(pair_ids))]
         if len(self.rows) == 0:
             raise CohortDataError(f"the {split} split has no pairs")
 

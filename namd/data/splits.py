@@ -25,6 +25,21 @@ class SplitDataError(ValueError):
     """The full files cannot be split: an unknown split, or crops that do not match the pairs."""
 
 
+def seeded_subset(n_items: int, n_chosen: int, seed: int) -> np.ndarray:
+    """Sorted indices of min(n_chosen, n_items) items drawn without replacement with
+    numpy's default_rng(seed): e.g. Figure 5's 50 pairs, the same in the rule that samples them
+    and in the figure."""
+    if n_chosen < 1:
+        raise ValueError(f"seeded_subset: n_chosen must be at least 1, got {n_chosen}")
+    return np.sort(np.random.default_rng(seed).choice(n_items, size=min(n_chosen, n_items), replace=False))
+
+
+def seeded_test_pairs(pairs_csv, n_pairs: int, seed: int) -> list[str]:
+    """The pair ids of a seeded subset of pairs.csv's test pairs, in file order."""
+    test = _read_table(pairs_csv, "pairs").query("split == 'test'")
+    return test["pair_id"].astype(str).to_numpy()[seeded_subset(len(test), n_pairs, seed)].tolist()
+
+
 def _read_table(path, name: str) -> pd.DataFrame:
     # strings as written, so every row of a part is the full table's row, unchanged
     table = pd.read_csv(path, dtype=str, keep_default_na=False)

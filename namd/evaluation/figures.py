@@ -32,6 +32,7 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 
+from namd.data.splits import seeded_subset
 from namd.io import atomic_output
 
 LABEL_NAMES = {0: "benign (L = 0)", 1: "malignant (L = 1)"}
@@ -358,7 +359,7 @@ def figure5_running_variance(
     pair_ids = _pair_ids(pair_ids, len(probs), caller)
     if n_pairs < 1:
         raise ValueError(f"{caller}: n_pairs must be at least 1, got {n_pairs}")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(probs), size=min(n_pairs, len(probs)), replace=False))
+    chosen = seeded_subset(len(probs), n_pairs, seed)
     curves = running_variance(probs[chosen])
     ks = np.arange(2, probs.shape[1] + 1)
     table = pd.DataFrame({"pair_id": np.repeat(pair_ids[chosen], len(ks)), "k": np.tile(ks, len(chosen)),

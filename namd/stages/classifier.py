@@ -152,11 +152,12 @@ def classify_real(classifier_dir, pairs_csv, crops_npz, out_baseline, out_follow
         _write_csv(_probability_table(ids, labels, [0], probs[:, None]), out)
 
 
-def classify_generated(classifier_dir, generated_npz, pairs_csv, out_csv, *, device="cpu") -> None:
-    """The evaluator's probability for every generated follow-up, per test pair and sampling seed."""
+def classify_generated(classifier_dir, generated_npz, pairs_csv, out_csv, *, device="cpu", pair_ids=None) -> None:
+    """The evaluator's probability for every generated follow-up, per test pair (every one, or
+    `pair_ids`) and sampling seed."""
     pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str})
     test = pairs[pairs["split"] == "test"]
-    generated = load_generated(generated_npz, expected_pair_ids=test["pair_id"])
+    generated = load_generated(generated_npz, expected_pair_ids=test["pair_id"] if pair_ids is None else pair_ids)
     classifier = load_classifier(classifier_dir, device=device)
     n, k = generated["images"].shape[:2]
     probs = classifier.predict_proba(generated["images"].reshape(n * k, *generated["images"].shape[2:]))

@@ -41,12 +41,13 @@ def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, ups
 
 
 def generate_method(name: str, model_dir, pairs_csv, crops_npz, latents_npz, upstream: dict, out_npz, *,
-                    seeds, batch_size: int, seed: int, device="cpu", split: str = "test", stats_pairs_csv=None) -> None:
-    """Follow-ups of the `split` pairs; a test-only table takes its record statistics from
-    `stats_pairs_csv` (the train/val pairs.csv the method was trained on)."""
+                    seeds, batch_size: int, seed: int, device="cpu", split: str = "test", stats_pairs_csv=None,
+                    pair_ids=None) -> None:
+    """Follow-ups of the `split` pairs (only `pair_ids`, when given); a test-only table takes its
+    record statistics from `stats_pairs_csv` (the train/val pairs.csv the method was trained on)."""
     cohort = _cohort(pairs_csv, crops_npz, latents_npz, stats_pairs_csv)
     context = MethodContext(device=str(device), upstream={k: str(v) for k, v in upstream.items()}, seed=seed)
     method = get_method(name).from_pretrained(model_dir, context)
-    arrays = generate_followups(method, PairDataset(cohort, split), seeds, batch_size=batch_size)
+    arrays = generate_followups(method, PairDataset(cohort, split, pair_ids), seeds, batch_size=batch_size)
     save_generated(arrays, out_npz)
     LOG.info("%s: %d pairs x %d seeds generated", name, *arrays["images"].shape[:2])
