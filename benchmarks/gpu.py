@@ -105,6 +105,23 @@ def optimiser_step(loss_fn, parameters, precision: str, device: torch.device):
     return step
 
 
+def vae_stage(config: dict, size: dict, crop: int, channels: int, args, device: torch.device):
+    """(s / step, peak GiB, latent side) of the VAE; its memory is freed on return, before the LLM is built."""
+    vae = NoduleAlignedVAE(build_vae(sample_size=crop, latent_channels=channels, **size["vae"])).to(device)
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(vae)
+    b = size["batch"]["vae"]
+    data = {"image": torch.rand(b, 1, crop, crop, device=device) * 2 - 1,
+            "features": torch.randn(b, 3, device=device), "label": torch.randint(0, 2, (b,), device=device).float()}
+    weights = {k: config["vae"][k] for k in ("lambda_kl", "sigma_f", "sigma_z")}
+    weights.update(lambda_lpips=0.0, **config["vae"]["variants"]["aligned"])
+    seconds, peak = measure(optimiser_step(lambda: vae.loss(data, **weights)["total"], vae.parameters(),
+                                           args.precision, device), device, args.repeats)
+    with torch.no_grad():
+        latent = vae.vae.encode(data["image"][:1]).latent_dist.mean
+    return seconds, peak, latent.shape[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="+", type=Path, default=[ROOT / "config.yaml", ROOT / "configs/paper.yaml"])
@@ -134,21 +151,9 @@ def main() -> None:
           f"precision {args.precision}, gradient checkpointing {args.gradient_checkpointing}, {crop} px crops")
     print("| stage | batch | s / step | peak GiB | what |\n|---|---:|---:|---:|---|")
 
-    vae = NoduleAlignedVAE(build_vae(sample_size=crop, latent_channels=channels, **size["vae"])).to(device)
-    if args.gradient_checkpointing:
-        enable_gradient_checkpointing(vae)
-    b = size["batch"]["vae"]
-    data = {"image": torch.rand(b, 1, crop, crop, device=device) * 2 - 1,
-            "features": torch.randn(b, 3, device=device), "label": torch.randint(0, 2, (b,), device=device).float()}
-    weights = {k: config["vae"][k] for k in ("lambda_kl", "sigma_f", "sigma_z")}
-    weights.update(lambda_lpips=0.0, **config["vae"]["variants"]["aligned"])
-    seconds, peak = measure(optimiser_step(lambda: vae.loss(data, **weights)["total"], vae.parameters(),
-                                           args.precision, device), device, args.repeats)
-    report("VAE (Eq. 6)", b, seconds, peak, "AutoencoderKL + latent probe, L1 + KL + L_align + L_pred")
-    with torch.no_grad():
-        latent = vae.vae.encode(data["image"][:1]).latent_dist.mean
-    latent_size = latent.shape[-1]
-    del vae, data
+    seconds, peak, latent_size = vae_stage(config, size, crop, channels, args, device)
+    report("VAE (Eq. 6)", size["batch"]["vae"], seconds, peak,
+           "AutoencoderKL + latent probe, L1 + KL + L_align + L_pred")
 
     tokenizer = gemma_tokenizer()
     text_config = Gemma3TextConfig(**{"vocab_size": len(tokenizer), **size["text"]},
@@ -172,7 +177,8 @@ def main() -> None:
     seconds, peak = measure(optimiser_step(lambda: denoising_loss(unet, scheduler, target, null), unet.parameters(),
                                            args.precision, device), device, args.repeats)
     unet_params = sum(p.numel() for p in unet.parameters()) / 1e6
-    report("stage 1 (Eq. 9)", b, seconds, peak, f"U-Net {unet_params:,.1f} M params, {latent_size}x{latent_size} latents")
+    report("stage 1 (Eq. 9)", b, seconds, peak,
+           f"U-Net {unet_params:,.1f} M params, {latent_size}x{latent_size} latents")
 
     unet = widen_conv_in(unet, extra_channels=channels).to(device)
     condition = torch.randn_like(target)
@@ -214,8 +220,10 @@ def main() -> None:
     projection = {
         f"VAE: {vae_steps:,} steps ({config['vae']['epochs']} epochs of {2 * args.train_pairs} crops)":
             vae_steps * stage["VAE (Eq. 6)"],
-        f"stage 1: {config['budget']['pretrain_steps']:,} steps": config["budget"]["pretrain_steps"] * stage["stage 1 (Eq. 9)"],
-        f"stage 2: {config['budget']['paired_steps']:,} steps": config["budget"]["paired_steps"] * stage["stage 2 (Eq. 10)"],
+        f"stage 1: {config['budget']['pretrain_steps']:,} steps":
+            config["budget"]["pretrain_steps"] * stage["stage 1 (Eq. 9)"],
+        f"stage 2: {config['budget']['paired_steps']:,} steps":
+            config["budget"]["paired_steps"] * stage["stage 2 (Eq. 10)"],
         f"generation: {args.test_pairs} test pairs x K = {k}": args.test_pairs * k / batched_rate,
     }
     print(f"\nprojected NAMD path of {'configs/paper.yaml' if not args.tiny else 'the tiny sizes'} on this device "

@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (a workflow job uses compute.train_threads)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (a workflow job uses compute.train_threads)")
     parser.add_argument("--atol", type=float, default=1e-3)
     parser.add_argument("--scaling", action="store_true", help="time the batched sampler against pairs x K")
     args = parser.parse_args()

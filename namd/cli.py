@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampling = predict.add_argument_group("sampling")
     sampling.add_argument("--samples", type=_positive, default=20, metavar="K",
                           help="follow-ups to sample (paper: 20; default %(default)s)")
-    sampling.add_argument("--seed", type=int, default=0, help="the same seed gives the same outputs (default %(default)s)")
+    sampling.add_argument("--seed", type=int, default=0,
+                          help="the same seed gives the same outputs (default %(default)s)")
     sampling.add_argument("--steps", type=_positive, metavar="N",
                           help="DDIM steps (paper: 50; default: the steps the model was evaluated with, "
                                "model_index.json ddim_steps)")

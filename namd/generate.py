@@ -40,7 +40,9 @@ def generate_followups(
             out = method.generate(batch, seeds)
             expected = (len(batch["pair_id"]), len(seeds), *batch["followup"].shape[1:])
             if tuple(out.shape) != expected:
-                raise GeneratedSetError(f"{method.name}: generate() returned shape {tuple(out.shape)}, expected {expected}")
+                raise GeneratedSetError(
+                    f"{method.name}: generate() returned shape {tuple(out.shape)}, expected {expected}"
+                )
             if not torch.isfinite(out).all():
                 raise GeneratedSetError(f"{method.name}: generate() returned NaN or infinite pixels")
             pair_ids.extend(batch["pair_id"])

@@ -103,7 +103,8 @@ def check_llm_layout(folder: str | Path) -> None:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     if "model_type" not in config:
-        raise ValueError(f"{folder}: config.json has no model_type ({config.get('_class_name') or 'not transformers'}), "
+        raise ValueError(f"{folder}: config.json has no model_type "
+                         f"({config.get('_class_name') or 'not transformers'}), "
                          "expected a transformers language model (e.g. MedGemma's Gemma3ForConditionalGeneration)")
     names = _weight_names(folder)
     if not names:

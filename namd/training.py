@@ -342,8 +342,10 @@ def fit(
                 best = {"epoch": epoch, "loss": val["loss"]}
                 _atomic_save(trainable_state(module), best_path)
         history.append(record)
-        bar.set_postfix(train=f"{record.get('train_loss', float('nan')):.4f}", val=f"{record.get('val_loss', float('nan')):.4f}")
-        LOG.info("%s epoch %d: %s", module.display_name, epoch, {k: round(v, 5) for k, v in record.items() if isinstance(v, float)})
+        bar.set_postfix(train=f"{record.get('train_loss', float('nan')):.4f}",
+                        val=f"{record.get('val_loss', float('nan')):.4f}")
+        LOG.info("%s epoch %d: %s", module.display_name, epoch,
+                 {k: round(v, 5) for k, v in record.items() if isinstance(v, float)})
         _atomic_save(
             {
                 "fingerprint": fingerprint,

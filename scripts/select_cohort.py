@@ -5,7 +5,8 @@ from namd.data.nlst import read_nlst_table
 from namd.workflow import rule_context
 
 with rule_context(snakemake) as log:
-    tables = {kind: read_nlst_table(getattr(snakemake.input, kind), kind) for kind in ("prsn", "sctabn", "sctabnc", "locations")}
+    tables = {kind: read_nlst_table(getattr(snakemake.input, kind), kind)
+              for kind in ("prsn", "sctabn", "sctabnc", "locations")}
     split = snakemake.params.split
     selection = select_cohort(
         **tables,

@@ -140,7 +140,8 @@ def two_series(root, tmp_path):
     (record_with({"age": 300}), r"bad_record.json: field 'age': 300 is outside 0-120 years"),
     (record_with({"SCT_PRE_ATT": "Calcified"}), r"bad_record.json: field 'SCT_PRE_ATT': 'Calcified' is not a known"),
     (stale_pipeline, r"stale_pipeline/model_index.json: NAMD pipeline format version 0"),
-], ids=["two-series", "no-ct-series", "nodule-outside", "missing-field", "age-300", "unknown-attenuation", "format-version"])
+], ids=["two-series", "no-ct-series", "nodule-outside", "missing-field", "age-300", "unknown-attenuation",
+        "format-version"])
 def test_bad_input_is_one_clear_message_and_writes_nothing(workspace, tmp_path, capsys, bad, message):
     out = tmp_path / "out"
     assert predict(workspace, out, *bad(workspace, tmp_path)) == 1  # a repeated option overrides the default

@@ -51,7 +51,8 @@ def test_brock_family_history_needs_all_five_answers_only_when_none_says_yes():
     with pytest.raises(MissingField) as missing:
         brock_record(unknown_sister, nodule_count=1)
     assert missing.value.fields == ("famsister",)
-    assert brock_record(record(famsister=np.nan, famchild="Yes"), nodule_count=1) > brock_record(record(), nodule_count=1)
+    assert (brock_record(record(famsister=np.nan, famchild="Yes"), nodule_count=1)
+            > brock_record(record(), nodule_count=1))
 
 
 @pytest.mark.parametrize(

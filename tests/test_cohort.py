@@ -8,12 +8,14 @@ from namd.data.nlst import EHR_FEATURES, NLST_FILES, read_nlst_folder
 # pid 100: nodule A at T0, T1, T2 (confirmed cancer in year 1, right lower lobe) + a micronodule.
 # pid 200: no cancer; B's T1 link contradicted by sctabnc, C has no follow-up, D pairs T1->T2 (lingula).
 # pid 300: pending (conflc 4); E's baseline margin is 9 (unable to determine).
-PRSN = """pid,age,gender,diagemph,famfather,fammother,fambrother,famsister,famchild,cigsmok,pkyr,can_scr,conflc,cancyr,candx_days,scr_days0,scr_days1,scr_days2,locrup,locrmid,locrlow,loclup,loclin,locllow
+PRSN = """pid,age,gender,diagemph,famfather,fammother,fambrother,famsister,famchild,cigsmok,pkyr,can_scr,\
+conflc,cancyr,candx_days,scr_days0,scr_days1,scr_days2,locrup,locrmid,locrlow,loclup,loclin,locllow
 100,68,1,1,1,0,0,0,0,1,40,1,1,1,400,0,365,730,0,0,1,0,0,0
 200,60,2,0,0,0,0,0,0,0,30,0,0,.N,.N,0,365,730,.N,.N,.N,.N,.N,.N
 300,70,1,0,0,0,0,0,0,1,50,.M,4,.N,.N,0,365,730,.N,.N,.N,.N,.N,.N
 """
-SCTABN = """pid,study_yr,sct_ab_num,sct_ab_desc,sct_pre_att,sct_epi_loc,sct_long_dia,sct_perp_dia,sct_margins,sct_slice_num,sct_found_after_comp
+SCTABN = """pid,study_yr,sct_ab_num,sct_ab_desc,sct_pre_att,sct_epi_loc,sct_long_dia,sct_perp_dia,sct_margins,\
+sct_slice_num,sct_found_after_comp
 100,0,1,51,3,3,27,20,1,50,0
 100,0,2,52,.N,.N,.N,.N,.N,999,0
 100,1,1,51,3,3,30,22,1,52,0

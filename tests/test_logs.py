@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import torch
 import tqdm
 import tqdm.auto
-from torch.utils.data import TensorDataset
 
 from namd.progress import progress_bar
 from namd.training import TrainableModule, TrainSettings, fit

@@ -37,7 +37,8 @@ def batch(n=3):
         "baseline_latent": torch.randn(n, 4, 8, 8, generator=g),
         "followup_latent": torch.randn(n, 4, 8, 8, generator=g),
         "followup": torch.zeros(n, 1, 16, 16),
-        "report": [f"A {d} mm solid nodule with smooth margin is present in the right upper lobe." for d in range(4, 4 + n)],
+        "report": [f"A {d} mm solid nodule with smooth margin is present in the right upper lobe."
+                   for d in range(4, 4 + n)],
         "pair_id": [f"p{i}" for i in range(n)],
     }
 

@@ -7,7 +7,8 @@ from namd.data.nlst import (EHR_FEATURES, NLST_FILES, NODULE_FEATURE_NAMES, clea
                             ehr_numeric, nodule_feature_stats, nodule_features, read_nlst_table, report_text,
                             to_nlst_codes, to_paper_vocabulary)
 
-SCTABN = """pid,study_yr,sct_ab_num,sct_ab_desc,sct_pre_att,sct_epi_loc,sct_long_dia,sct_perp_dia,sct_margins,sct_slice_num
+SCTABN = """pid,study_yr,sct_ab_num,sct_ab_desc,sct_pre_att,sct_epi_loc,sct_long_dia,sct_perp_dia,sct_margins,\
+sct_slice_num
 100,0,1,51,3,3,27,20,1,50
 100,0,2,52,.N,.N,.N,.N,.N,999
 200,0,1,51,9,5,.S,,9,41

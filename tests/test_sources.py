@@ -116,7 +116,7 @@ def test_text_only_gemma_weights_under_the_multimodal_config_are_refused(standin
 def test_multimodal_weights_under_a_text_only_config_are_refused(standins, text_only_gemma, tmp_path):
     folder = mixed_gemma(tmp_path, text_only_gemma, standins[1])
     message = refused(sources(llm=folder))
-    assert f"config.json describes the text-only Gemma3ForCausalLM, but its weights hold a vision tower" in message
+    assert "config.json describes the text-only Gemma3ForCausalLM, but its weights hold a vision tower" in message
 
 
 def test_a_diffusers_folder_given_as_the_llm_is_refused(standins):
@@ -133,13 +133,16 @@ def test_weights_that_do_not_fit_the_llm_config_stop_the_rule(standins, tmp_path
     (folder / "config.json").write_text(json.dumps(config))
     check_config_sources(sources(llm=folder))
     with pytest.raises(ValueError, match=re.escape(f"LLM '{folder}': 6 tensors of Gemma3Model (its config.json) "
-                                                   "are not in its weights or have another shape, e.g. 'language_model.")):
+                                                   "are not in its weights or have another shape, "
+                                                   "e.g. 'language_model.")):
         load_text_model(str(folder))
 
 
 def test_a_missing_perceptual_file_is_named(tmp_path):
     missing = tmp_path / "resnet18.safetensors"
-    assert refused(sources(perceptual=missing)) == f"config key 'perceptual.pretrained_file': no such file or folder {missing}"
+    assert refused(sources(perceptual=missing)) == (
+        f"config key 'perceptual.pretrained_file': no such file or folder {missing}"
+    )
 
 
 def test_the_plan_stops_on_a_wrong_layout(standins, tmp_path):

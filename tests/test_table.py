@@ -19,9 +19,11 @@ def paper_rows(lpips_name="LPIPS", fid_name="FID"):
         RowResult("Real baseline LDCT", "Real Image Baselines", 0.742, 0.263),
         RowResult("Real follow-up LDCT", "Real Image Baselines", 0.819, 0.393),
         RowResult("McWGAN", "Deterministic Methods", 0.763, 0.307, lpips_mean=0.364, fid_mean=80.443, **deterministic),
-        RowResult("CorrFlowNet (ODE)", "Deterministic Methods", 0.779, 0.318, lpips_mean=0.202, fid_mean=91.695, **deterministic),
+        RowResult("CorrFlowNet (ODE)", "Deterministic Methods", 0.779, 0.318, lpips_mean=0.202, fid_mean=91.695,
+                  **deterministic),
         RowResult("SD1.5", "Stochastic Methods", 0.701, 0.245, 0.031, 0.032, 0.207, 0.003, 97.550, 1.140, **stochastic),
-        RowResult("CorrFlowNet (SDE)", "Stochastic Methods", 0.776, 0.321, 0.004, 0.011, 0.202, 0.001, 88.560, 0.231, **stochastic),
+        RowResult("CorrFlowNet (SDE)", "Stochastic Methods", 0.776, 0.321, 0.004, 0.011, 0.202, 0.001, 88.560, 0.231,
+                  **stochastic),
         RowResult(
             "NAMD w/o L_align", "Ablation", 0.765, 0.305, 0.017, 0.031, 0.205, 0.002, 101.301, 1.108,
             latex_name=ALIGN_FREE, **stochastic,
@@ -123,7 +125,8 @@ def test_real_metric_names_get_no_dagger(tmp_path):
 
 def test_a_column_cannot_mix_metrics():
     rows = paper_rows()
-    rows[3] = RowResult("McWGAN", "Deterministic Methods", 0.763, 0.307, lpips_mean=0.3, fid_mean=80.0, fid_name="FD-ViT")
+    rows[3] = RowResult("McWGAN", "Deterministic Methods", 0.763, 0.307, lpips_mean=0.3, fid_mean=80.0,
+                        fid_name="FD-ViT")
     with pytest.raises(EvaluationInputError, match=r"column fid mixes metrics.*FD-ViT: \['McWGAN'\]"):
         build_table1(rows)
 
@@ -173,7 +176,9 @@ def test_extra_footnote_lines_follow_the_significance_sentence(tmp_path):
     lines = to_latex(build_table1(paper_rows()), tmp_path / "t.tex", significance=significance,
                      extra_notes=["Evaluator: five seeds.", r"Brock \& Lung-RADS."]).splitlines()
     significance_line = next(i for i, line in enumerate(lines) if line.startswith("AUROC vs"))
-    assert lines[significance_line + 1 : significance_line + 3] == [r"Evaluator: five seeds.\par", r"Brock \& Lung-RADS.\par"]
+    assert lines[significance_line + 1 : significance_line + 3] == [
+        r"Evaluator: five seeds.\par", r"Brock \& Lung-RADS.\par"
+    ]
 
 
 def test_bad_rows_are_refused():
@@ -198,7 +203,8 @@ def test_csv_twin_has_numbers_names_and_marks(tmp_path):
 
 def image_result(key, name, values):
     per_seed = pd.DataFrame({"seed": range(len(values)), key: values})
-    return ImageMetricResult(key=key, name=name, stand_in=name not in ("LPIPS", "FID"), description="", per_seed=per_seed)
+    return ImageMetricResult(key=key, name=name, stand_in=name not in ("LPIPS", "FID"), description="",
+                             per_seed=per_seed)
 
 
 def test_row_result_from_metric_outputs():
@@ -207,7 +213,8 @@ def test_row_result_from_metric_outputs():
     row = row_result("SD1.5", "Stochastic Methods", diagnosis, images)
     assert row.n_seeds == 3 and row.auroc_mean == pytest.approx(0.8) and row.auroc_std == pytest.approx(0.1)
     assert row.lpips_mean == pytest.approx(0.3) and row.fid_std == pytest.approx(1.0) and row.fid_name == "FD-ViT"
-    single = row_result("McWGAN", "Deterministic Methods", diagnosis.iloc[:1], {"fid": image_result("fid", "FID", [80.0])})
+    single = row_result("McWGAN", "Deterministic Methods", diagnosis.iloc[:1],
+                        {"fid": image_result("fid", "FID", [80.0])})
     assert single.auroc_std is None and single.fid_std is None and single.fid_mean == 80.0 and single.lpips_mean is None
     with pytest.raises(EvaluationInputError, match="'SD1.5'.*1 seeds.*3"):
         row_result("SD1.5", "Stochastic Methods", diagnosis, {"fid": image_result("fid", "FID", [80.0])})

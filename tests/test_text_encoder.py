@@ -228,7 +228,8 @@ def test_prompts_of_a_relative_llm_folder_name_it_absolutely(gemma3_dir, tmp_pat
 def test_batch_context_norm_makes_two_reports_contexts_differ_and_saves_its_statistics(minilm, tmp_path):
     raw = encoder_like(minilm, n_sets=2, n_prompt_tokens=2, init_seed=3)
     normed = encoder_like(minilm, n_sets=2, n_prompt_tokens=2, init_seed=3, context_norm="batch")
-    other = LONG.replace("68 years old male", "55 years old female").replace("27 mm", "5 mm").replace("with prior", "with no prior")
+    other = (LONG.replace("68 years old male", "55 years old female").replace("27 mm", "5 mm")
+             .replace("with prior", "with no prior"))
     reports = [LONG, other, LONG.replace("27 mm", "12 mm"), other.replace("right", "left")]
     normed.train()
     with torch.no_grad():

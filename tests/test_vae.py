@@ -88,7 +88,8 @@ def test_loss_terms_and_total_is_weighted_sum(random_alexnet_lpips):
     model = NoduleAlignedVAE(tiny_vae(sample_size=32))  # AlexNet needs crops of at least 31 pixels
     weights = WEIGHTS | {"lambda_lpips": 0.7}
     lpips_model, _ = random_alexnet_lpips
-    terms = model.loss(make_batch(size=32), **weights, lpips_model=lpips_model, generator=torch.Generator().manual_seed(1))
+    terms = model.loss(make_batch(size=32), **weights, lpips_model=lpips_model,
+                       generator=torch.Generator().manual_seed(1))
     assert set(terms) == {"rec", "kl", "lpips", "align", "pred", "total"}
     assert all(torch.isfinite(value) and value.ndim == 0 for value in terms.values())
     assert terms["lpips"] > 0

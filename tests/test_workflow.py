@@ -104,6 +104,11 @@ def test_tiny_workflow_runs_for_real(tmp_path):
     curves = pd.read_csv(tmp_path / "results/figures/figure5_curves.csv")
     assert curves["k"].max() == figure5["k_max"] > k  # Figure 5 draws its own samples, beyond Table 1's K
     assert curves["pair_id"].nunique() == min(figure5["pairs"], test_pairs)
+    quoted = subprocess.run([sys.executable, str(ROOT / "tools/results_markdown.py"), "results"], cwd=tmp_path,
+                            capture_output=True, text=True)  # the Markdown README quotes, from this run's files
+    assert quoted.returncode == 0, quoted.stderr
+    assert quoted.stdout.count("| NAMD (Ours) |") == quoted.stdout.count("| Real follow-up LDCT |") == 2
+    assert quoted.stdout.count("\n|---") == 2
 
     # the README's worked example: a test pair of the run through `namd example` and `namd predict`
     pair_id = pairs.loc[pairs["split"] == "test", "pair_id"].iloc[0]

@@ -67,7 +67,8 @@ def markdown(config: dict, n_train: int | None, bench: Path) -> str:
         lines.append(f"| {TITLES.get(method, method)} | `{method}` | {steps} | {row['batch_size']} | {seen} | "
                      f"{row['initialisation']} | {wall_time(bench, method, config['methods'][method].get('vae'))} |")
     budget = config["budget"]
-    reused = [f"`{m}` samples `{REUSES[m]}`'s trained model and trains nothing" for m in config["methods"] if m in REUSES]
+    reused = [f"`{m}` samples `{REUSES[m]}`'s trained model and trains nothing"
+              for m in config["methods"] if m in REUSES]
     lines += [
         "",
         f"Every row{' that trains' if reused else ''}: {budget['pretrain_steps'] + budget['paired_steps']:,} "

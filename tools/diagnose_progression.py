@@ -68,7 +68,8 @@ COLUMNS = ["experiment", "quantity", "condition", "group", "value", "ci_low", "c
 
 
 # -- metric helpers (tests/test_diagnose.py) ------------------------------------------------------
-def bootstrap_mean(values, *, seed: int = 0, n_resamples: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_mean(values, *, seed: int = 0, n_resamples: int = 2000,
+                   level: float = 0.95) -> tuple[float, float, float]:
     """(mean, CI low, CI high) of the mean, percentile bootstrap; the CI is NaN below two values."""
     values = np.asarray(values, dtype=float)
     mean = float(values.mean()) if len(values) else math.nan
@@ -280,7 +281,8 @@ def baseline_dependence(run: Run, rows: Rows, cache: dict) -> None:
     donor = derangement(n, run.seed)
     real_baseline = run.baseline_diameters
     _, shuffled = run.sample(cache["condition"][donor], run.context(run.pairs["report"]))
-    predicted = {"own baselines": cache["own_sample_diameters"].mean(axis=1), "shuffled baselines": run.measure(shuffled).mean(axis=1)}
+    predicted = {"own baselines": cache["own_sample_diameters"].mean(axis=1),
+                 "shuffled baselines": run.measure(shuffled).mean(axis=1)}
     for name, diameters in predicted.items():
         rows.add("baseline", "Spearman(predicted, own baseline diameter)", spearman(diameters, real_baseline),
                  condition=name, n=n)

@@ -181,19 +181,22 @@ def main(argv=None) -> int:
             for index in range(args.seeds):
                 make_deterministic(member_seed(seed, index), args.threads)
                 out = work / "runs" / setting["setting"] / f"member_{index}"
-                summary = train_classifier_member(pairs_csv, crops_npz, out, work / "state" / setting["setting"] / str(index),
+                summary = train_classifier_member(pairs_csv, crops_npz, out,
+                                                  work / "state" / setting["setting"] / str(index),
                                                   params, index=index, seed=seed)
                 member = MalignancyClassifier.from_pretrained(out)
                 p = member.predict_proba(val_images)
                 probs.append(p)
                 runs.append({**setting, "member": index, "seed": summary["seed"], "best_epoch": summary["best_epoch"],
-                             "val_bce": log_loss(val_labels, p, labels=[0, 1]), "val_auroc": roc_auc_score(val_labels, p),
+                             "val_bce": log_loss(val_labels, p, labels=[0, 1]),
+                             "val_auroc": roc_auc_score(val_labels, p),
                              "s_per_epoch": summary["seconds"] / args.epochs,
                              "n_params": sum(t.numel() for t in member.parameters())})
                 print(json.dumps({k: runs[-1][k] for k in ("setting", "seed", "best_epoch", "val_bce", "val_auroc",
                                                            "s_per_epoch")}), flush=True)
             mean = np.mean(probs, axis=0)
-            ensembles.append({"setting": setting["setting"], "ensemble_val_bce": log_loss(val_labels, mean, labels=[0, 1]),
+            ensembles.append({"setting": setting["setting"],
+                              "ensemble_val_bce": log_loss(val_labels, mean, labels=[0, 1]),
                               "ensemble_val_auroc": roc_auc_score(val_labels, mean)})
         runs = pd.DataFrame(runs)
         table = summarise_runs(runs, pd.DataFrame(ensembles))

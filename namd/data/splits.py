@@ -87,7 +87,8 @@ def split_parts(pairs: pd.DataFrame, crops: dict[str, np.ndarray], crops_table: 
     return parts
 
 
-def write_split_files(pairs_csv, crops_npz, crops_csv, outputs: Mapping[str, Mapping[str, str | Path]]) -> dict[str, int]:
+def write_split_files(pairs_csv, crops_npz, crops_csv,
+                      outputs: Mapping[str, Mapping[str, str | Path]]) -> dict[str, int]:
     """Write each part's pairs.csv, crops.npz and crops.csv (outputs[part][file]); pairs per part.
 
     Everything is checked and cut before the first file is written.

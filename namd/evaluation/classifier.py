@@ -97,14 +97,16 @@ def build_classifier(
     common = dict(in_chans=1, num_classes=1, drop_rate=drop_rate, **sizes)
     if pretrained is None:
         if pretrained_file is not None:
-            raise ValueError(f"build_classifier: pretrained_file={pretrained_file} given without a model name in `pretrained`")
+            raise ValueError(f"build_classifier: pretrained_file={pretrained_file} given without a model name "
+                             "in `pretrained`")
         overlay = dict(mean=(0.5,), std=(0.5,), tag=None, license=None)
         return timm.create_model(SCRATCH_ARCHITECTURE, pretrained=False, pretrained_cfg_overlay=overlay, **common)
     overlay = None
     if pretrained_file is not None:
         pretrained_file = Path(pretrained_file)
         if not pretrained_file.is_file():
-            raise FileNotFoundError(f"build_classifier: pretrained checkpoint {pretrained_file} (for {pretrained!r}) does not exist")
+            raise FileNotFoundError(f"build_classifier: pretrained checkpoint {pretrained_file} (for {pretrained!r}) "
+                                    "does not exist")
         overlay = dict(file=str(pretrained_file))
     try:
         model = timm.create_model(pretrained, pretrained=True, pretrained_cfg_overlay=overlay, **common)
@@ -112,8 +114,9 @@ def build_classifier(
         if "size mismatch" not in str(err):
             raise
         raise ValueError(
-            f"build_classifier: weights of {pretrained!r} ({pretrained_file or 'timm source'}) do not fit the requested "
-            f"sizes {sizes}; set embed_dim, depth and num_heads to the pretrained model's. timm said: {str(err)[:400]}"
+            f"build_classifier: weights of {pretrained!r} ({pretrained_file or 'timm source'}) do not fit "
+            f"the requested sizes {sizes}; set embed_dim, depth and num_heads to the pretrained model's. "
+            f"timm said: {str(err)[:400]}"
         ) from err
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"build_classifier: {pretrained!r} is a {type(model).__name__}, not a timm VisionTransformer")
@@ -205,7 +208,8 @@ class MalignancyClassifier(TrainableModule):
         self.image_size = int(model.patch_embed.img_size[0])
         self.register_buffer("mean", torch.tensor(float(np.mean(config["mean"]))), persistent=False)
         self.register_buffer("std", torch.tensor(float(np.mean(config["std"]))), persistent=False)
-        self.register_buffer("pos_weight", torch.tensor(pos_weight if pos_weight is not None else 1.0), persistent=False)
+        self.register_buffer("pos_weight", torch.tensor(pos_weight if pos_weight is not None else 1.0),
+                             persistent=False)
 
     # -- model ---------------------------------------------------------------------------------
     def _tokens(self, images: torch.Tensor) -> torch.Tensor:
@@ -225,7 +229,8 @@ class MalignancyClassifier(TrainableModule):
         for name, p in self.model.named_parameters():
             # timm's convention: no weight decay on biases, norms, tokens and position embeddings
             (no_decay if p.ndim <= 1 or name in self.model.no_weight_decay() else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.settings["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": self.settings["weight_decay"]},
+                  {"params": no_decay, "weight_decay": 0.0}]
         return {"main": torch.optim.AdamW(groups, lr=self.settings["lr"])}
 
     def configure_schedulers(self, optimizers: dict[str, torch.optim.Optimizer], total_steps: int) -> dict:
@@ -253,7 +258,8 @@ class MalignancyClassifier(TrainableModule):
         expected = (1, self.image_size, self.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(
-                f"MalignancyClassifier.{caller}: images must be (N, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
+                f"MalignancyClassifier.{caller}: images must be (N, {', '.join(map(str, expected))}), "
+                f"got {tuple(images.shape)}"
             )
         if not torch.isfinite(images).all():
             raise ValueError(f"MalignancyClassifier.{caller}: images hold NaN or infinite values")
@@ -298,7 +304,8 @@ class MalignancyClassifier(TrainableModule):
         config = json.loads(config_path.read_text())
         if CONFIG_KEY not in config:
             raise ValueError(
-                f"MalignancyClassifier.from_pretrained: {config_path} has no {CONFIG_KEY!r} entry; not a NAMD classifier"
+                f"MalignancyClassifier.from_pretrained: {config_path} has no {CONFIG_KEY!r} entry; "
+                "not a NAMD classifier"
             )
         settings = dict(config[CONFIG_KEY])
         drop_rate = settings.pop("drop_rate")
@@ -386,7 +393,8 @@ class ClassifierEnsemble(torch.nn.Module):
         return cls(members, seeds).to(device).eval()
 
 
-def load_classifier(folder: str | Path, device: torch.device | str = "cpu") -> MalignancyClassifier | ClassifierEnsemble:
+def load_classifier(folder: str | Path,
+                    device: torch.device | str = "cpu") -> MalignancyClassifier | ClassifierEnsemble:
     """The evaluation classifier saved in `folder`: an ensemble (ensemble.json) or a single timm folder.
 
     Both answer predict_proba, features, embed, image_size and save_pretrained alike; a single

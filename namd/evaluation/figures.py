@@ -141,7 +141,8 @@ def figure2_latent_tsne(
         }
 
     norm = Normalize(vmin=float(diameters.min()), vmax=float(diameters.max()))
-    titles = {"aligned": r"NAMD (with $\mathcal{L}_{\mathrm{align}}$)", "unaligned": r"without $\mathcal{L}_{\mathrm{align}}$"}
+    titles = {"aligned": r"NAMD (with $\mathcal{L}_{\mathrm{align}}$)",
+              "unaligned": r"without $\mathcal{L}_{\mathrm{align}}$"}
     order = np.argsort(diameters)  # large nodules drawn last, on top
     with sns.axes_style("white"), sns.plotting_context("notebook"):
         fig = Figure(figsize=(12, 5.6), layout="constrained")
@@ -160,7 +161,8 @@ def figure2_latent_tsne(
             ax.set_xlabel("t-SNE 1")
             ax.set_ylabel("t-SNE 2")
             sns.despine(ax=ax, left=True, bottom=True)
-        fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=list(axes), label="Nodule diameter (mm)", shrink=0.85)
+        fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=list(axes), label="Nodule diameter (mm)",
+                     shrink=0.85)
         fig.suptitle(f"t-SNE of the VAE latent space (N = {n} nodules, perplexity {perplexity:.0f})", fontsize=14)
         fig.supxlabel(
             "ρ: Spearman correlation of pairwise distance with pairwise diameter difference, in the original latent "
@@ -194,7 +196,8 @@ def prediction_table(probs, labels, pair_ids) -> pd.DataFrame:
     table["error"] = (table["label"] - table["mean_p"]).abs()
     threshold = table["var_p"].quantile(UNSURE_VARIANCE_QUANTILE)
     table["category"] = np.where(
-        table["var_p"] > threshold, "unsure", np.where(table["error"] < 0.5, "confidently correct", "confidently incorrect")
+        table["var_p"] > threshold, "unsure",
+        np.where(table["error"] < 0.5, "confidently correct", "confidently incorrect")
     )
     table.attrs["unsure_variance_threshold"] = float(threshold)
     return table
@@ -276,7 +279,8 @@ def figure3_variance(
         scatter_ax.axvline(threshold, color="0.4", ls="--", lw=1)
         scatter_ax.axhline(0.5, color="0.4", ls=":", lw=1)
         for row, (i, case) in enumerate(examples.iterrows(), start=1):
-            scatter_ax.scatter(case["var_p"], case["error"], s=160, facecolors="none", edgecolors="black", linewidths=1.3)
+            scatter_ax.scatter(case["var_p"], case["error"], s=160, facecolors="none", edgecolors="black",
+                               linewidths=1.3)
             scatter_ax.annotate(str(row), (case["var_p"], case["error"]), xytext=(6, 5), textcoords="offset points",
                                 fontsize=10, fontweight="bold")
         scatter_ax.set_xlabel(r"Predictive variance Var($p$) over the K = %d samples" % k)
@@ -289,10 +293,11 @@ def figure3_variance(
         with warnings.catch_warnings():
             # seaborn 0.13.2 still passes matplotlib 3.11's deprecated `vert` to Axes.bxp
             warnings.filterwarnings("ignore", message="vert: bool", category=MatplotlibDeprecationWarning)
-            sns.boxplot(x=names, y=table["var_p"], order=list(palette), hue=names, hue_order=list(palette), palette=palette,
-                        width=0.5, showfliers=False, boxprops={"alpha": 0.35}, legend=False, ax=box_ax)
-        sns.stripplot(x=names, y=table["var_p"], order=list(palette), hue=names, hue_order=list(palette), palette=palette,
-                      size=3.5, alpha=0.7, jitter=0.2, legend=False, ax=box_ax)
+            sns.boxplot(x=names, y=table["var_p"], order=list(palette), hue=names, hue_order=list(palette),
+                        palette=palette, width=0.5, showfliers=False, boxprops={"alpha": 0.35}, legend=False,
+                        ax=box_ax)
+        sns.stripplot(x=names, y=table["var_p"], order=list(palette), hue=names, hue_order=list(palette),
+                      palette=palette, size=3.5, alpha=0.7, jitter=0.2, legend=False, ax=box_ax)
         box_ax.set_xlabel("")
         box_ax.set_ylabel("Var($p$)")
         counts = table["label"].value_counts()
@@ -322,7 +327,8 @@ def figure3_variance(
                 rf"$\bar{{p}}$ = {case['mean_p']:.2f}, Var = {case['var_p']:.1e}",
                 fontsize=9, rotation=0, ha="right", va="center", labelpad=8,
             )
-        for col, norm, cmap, label in ((3, var_norm, "magma", "variance"), (4, err_norm, "cividis", "|generated − real|")):
+        for col, norm, cmap, label in ((3, var_norm, "magma", "variance"),
+                                       (4, err_norm, "cividis", "|generated − real|")):
             right.colorbar(ScalarMappable(norm, cmap), cax=right.add_subplot(cells[-1, col]), orientation="horizontal",
                            label=label)
         fig.suptitle(f"Prediction variance across K = {k} generated follow-ups (N = {n} pairs)", fontsize=14)

@@ -29,7 +29,8 @@ from namd.evaluation.metrics import FID_NAME, LPIPS_NAME, EvaluationInputError, 
 
 IMAGE_METRIC_KEYS = ("lpips", "fid")
 INCEPTION_POOL_DIMS = 2048
-LPIPS_DESCRIPTION = "LPIPS (Zhang et al. 2018, lpips 0.1.4, AlexNet v0.1), mean over pairs of generated vs real follow-up"
+LPIPS_DESCRIPTION = ("LPIPS (Zhang et al. 2018, lpips 0.1.4, AlexNet v0.1), "
+                     "mean over pairs of generated vs real follow-up")
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -130,14 +131,16 @@ def inception_features(model: InceptionV3, images: np.ndarray, batch_size: int =
 
 
 @torch.no_grad()
-def extractor_features(extractor: FeatureExtractor, images: np.ndarray, batch_size: int = 32, device="cpu") -> np.ndarray:
+def extractor_features(extractor: FeatureExtractor, images: np.ndarray, batch_size: int = 32,
+                       device="cpu") -> np.ndarray:
     """(N, D) features of the caller's extractor, which takes (B, 1, S, S) in [-1, 1]."""
     features = []
     for batch in _batches(images, batch_size, device):
         out = extractor(batch)
         if out.ndim != 2 or out.shape[0] != batch.shape[0]:
             raise EvaluationInputError(
-                f"feature extractor must return (batch, features), got {tuple(out.shape)} for a batch of {batch.shape[0]}"
+                f"feature extractor must return (batch, features), got {tuple(out.shape)} "
+                f"for a batch of {batch.shape[0]}"
             )
         features.append(out.detach().cpu().to(torch.float64))
     return torch.cat(features).numpy()
@@ -190,7 +193,9 @@ def _validate_images(
     generated_pair_ids = [str(p) for p in generated_pair_ids]
     real_pair_ids = [str(p) for p in real_pair_ids]
     if generated.ndim != 5 or generated.shape[2] != 1:
-        raise EvaluationInputError(f"method {method!r}: generated images must be (N, K, 1, S, S), got {generated.shape}")
+        raise EvaluationInputError(
+            f"method {method!r}: generated images must be (N, K, 1, S, S), got {generated.shape}"
+        )
     n, k = generated.shape[:2]
     if real.ndim != 4 or real.shape[1:] != generated.shape[2:]:
         raise EvaluationInputError(
@@ -242,14 +247,16 @@ def image_quality(
     """
     fid_metric_name(fid_dims)
     generated = np.asarray(generated, dtype=np.float32)
-    real = _validate_images(method, generated, generated_pair_ids, seeds, np.asarray(real, dtype=np.float32), real_pair_ids)
+    real = _validate_images(method, generated, generated_pair_ids, seeds, np.asarray(real, dtype=np.float32),
+                            real_pair_ids)
     available = perceptual_weights_available()
     needs_stand_in = [key for key in IMAGE_METRIC_KEYS if not available[key]]
     if needs_stand_in and (not allow_stand_in or feature_extractor is None):
         paths = {"lpips": lpips_weights_path(), "fid": fid_weights_path()}
         reason = "stand-ins are disabled" if not allow_stand_in else "no feature_extractor was given for the stand-in"
         raise PerceptualWeightsMissingError(
-            f"method {method!r}: weights missing for {', '.join(f'{k} ({paths[k]})' for k in needs_stand_in)} and {reason}"
+            f"method {method!r}: weights missing for {', '.join(f'{k} ({paths[k]})' for k in needs_stand_in)} "
+            f"and {reason}"
         )
     per_sample = [generated[:, index] for index in range(len(seeds))]
 

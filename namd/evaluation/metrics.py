@@ -47,7 +47,8 @@ def validate_probs(probs_df: pd.DataFrame, row_name: str) -> pd.DataFrame:
     bad_seed = df["seed"].isna() | (df["seed"] != df["seed"].round())
     if bad_seed.any():
         raise EvaluationInputError(
-            f"row {row_name!r}: non-integer or missing seed for pair(s) {format_ids(df.loc[bad_seed, 'pair_id'].unique())}"
+            f"row {row_name!r}: non-integer or missing seed for pair(s) "
+            f"{format_ids(df.loc[bad_seed, 'pair_id'].unique())}"
         )
     df["seed"] = df["seed"].astype(int)
     nan_prob = df["prob"].isna() | ~np.isfinite(df["prob"])

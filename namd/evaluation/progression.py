@@ -51,7 +51,8 @@ def change_metrics(predicted_change: np.ndarray, true_change: np.ndarray, predic
     return {
         "change_malignant_mm": float(np.mean(predicted_change[labels == 1])) if (labels == 1).any() else math.nan,
         "change_benign_mm": float(np.mean(predicted_change[labels == 0])) if (labels == 0).any() else math.nan,
-        "spearman": math.nan if constant or np.ptp(true_change) == 0 else float(spearmanr(predicted_change, true_change)[0]),
+        "spearman": (math.nan if constant or np.ptp(true_change) == 0
+                     else float(spearmanr(predicted_change, true_change)[0])),
         "mae_followup_mm": float(np.mean(np.abs(predicted_followup - true_followup))),
         "auroc": float(roc_auc_score(labels, predicted_change)) if len(set(labels)) == 2 else math.nan,
         "calibration": float(np.mean(predicted_change)) / true_mean if true_mean != 0 else math.nan,

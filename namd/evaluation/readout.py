@@ -139,14 +139,17 @@ def measure_nodule(
     return mask_size(nodule_mask(unit_to_hu(image, window), spacing, settings), spacing)
 
 
-def measure_crops(images: np.ndarray, spacings: np.ndarray, settings: ReadoutSettings, window=DEFAULT_WINDOW) -> np.ndarray:
+def measure_crops(images: np.ndarray, spacings: np.ndarray, settings: ReadoutSettings,
+                  window=DEFAULT_WINDOW) -> np.ndarray:
     """Diameters (mm) of crops shaped (N, [K,] 1, S, S), one spacing (row, col) per pair."""
     images = np.asarray(images)
     if images.ndim not in (4, 5) or images.shape[-3] != 1:
         raise ValueError(f"measure_crops: crops must be (N, [K,] 1, S, S), got shape {images.shape}")
     spacings = np.asarray(spacings, dtype=float)
     if spacings.shape != (len(images), 2):
-        raise ValueError(f"measure_crops: need one (row, col) spacing per crop: {spacings.shape} for {len(images)} crops")
+        raise ValueError(
+            f"measure_crops: need one (row, col) spacing per crop: {spacings.shape} for {len(images)} crops"
+        )
     lead = images.shape[:-3]
     flat = images.reshape(-1, *images.shape[-2:])
     per_crop = np.repeat(spacings, int(np.prod(lead[1:], dtype=int)), axis=0)

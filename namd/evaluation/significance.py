@@ -166,7 +166,8 @@ def compare_rows(
         if only_here or (only_ref and name not in partial_rows):
             raise EvaluationInputError(
                 f"compare_rows: row {name!r} and reference {reference!r} score different pairs; "
-                f"only in {name!r}: {format_ids(only_here) or '-'}; only in {reference!r}: {format_ids(only_ref) or '-'}"
+                f"only in {name!r}: {format_ids(only_here) or '-'}; "
+                f"only in {reference!r}: {format_ids(only_ref) or '-'}"
             )
         common = table.index.sort_values()
         clash = table.loc[common, "label"].to_numpy() != ref.loc[common, "label"].to_numpy()

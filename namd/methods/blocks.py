@@ -229,7 +229,8 @@ class StridedEncoder(nn.Module):
         return self.net(x)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11,
+         sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM of (B, C, H, W) images (Wang et al. 2004: Gaussian window 11 / 1.5, K1 0.01, K2 0.03).
 
     Local statistics use the separable Gaussian over valid window positions only (no padding), as

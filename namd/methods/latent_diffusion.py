@@ -64,7 +64,9 @@ class LatentDiffusionMethod(GenerativeMethod):
     def initial_unet(self):
         stage1 = self.context.upstream.get("ldm_unconditional")
         if not stage1:
-            raise ValueError(f"{self.name}: needs the unconditional stage's U-Net (context.upstream['ldm_unconditional'])")
+            raise ValueError(
+                f"{self.name}: needs the unconditional stage's U-Net (context.upstream['ldm_unconditional'])"
+            )
         unet = load_unet(Path(stage1) / "unet", in_channels=self.params["latent_channels"],
                          cross_attention_dim=self.context_dim())
         return widen_conv_in(unet, extra_channels=self.params["latent_channels"])

@@ -103,7 +103,9 @@ class McWGAN(GenerativeMethod):
             LOG.warning("%s: %s", self.name, note)
             self.card_notes.append(note)
         elif self.lambda_perc:
-            self.card_notes.append(f"perceptual loss on the pre-logit features of the frozen network {self.perceptual_path}")
+            self.card_notes.append(
+                f"perceptual loss on the pre-logit features of the frozen network {self.perceptual_path}"
+            )
         # loss networks are not part of the model: a plain dict keeps them out of the state dict
         # (from_pretrained needs no perceptual network) and they load on first use
         self._loss_nets: dict[str, nn.Module] = {}

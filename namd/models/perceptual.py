@@ -75,7 +75,8 @@ def build_perceptual_net(*, image_size: int, name: str = "resnet18", width: int 
     else:
         pretrained_file = Path(pretrained_file)
         if not pretrained_file.is_file():
-            raise FileNotFoundError(f"perceptual.pretrained_file: {pretrained_file} (weights of {name!r}) does not exist")
+            raise FileNotFoundError(f"perceptual.pretrained_file: {pretrained_file} (weights of {name!r}) "
+                                    "does not exist")
         overlay["file"] = str(pretrained_file)
     try:
         net = timm.create_model(name, pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay,

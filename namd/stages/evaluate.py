@@ -79,8 +79,8 @@ def _image_results(path) -> dict:
     }
 
 
-def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Mapping[str, tuple[str, bool]], pairs_csv, *,
-                seeds, reference: str, significance_params: dict, out_tex, out_csv, out_significance,
+def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Mapping[str, tuple[str, bool]],
+                pairs_csv, *, seeds, reference: str, significance_params: dict, out_tex, out_csv, out_significance,
                 out_per_seed, seed: int, cohort_source: str = "nlst", extra_notes: Sequence[str] = ()) -> pd.DataFrame:
     """Table 1 from the saved probabilities and image metrics; bold/underline computed, never typed.
 

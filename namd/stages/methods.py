@@ -28,7 +28,8 @@ def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, ups
     method = get_method(name)(params, spec, context)
     inputs = [pairs_csv, crops_npz] + ([latents_npz] if latents_npz else [])
     fingerprint = file_fingerprint(*inputs)
-    settings = budget_settings(params, name, seed=seed, identity={"method": name, "params": params, "data": fingerprint},
+    settings = budget_settings(params, name, seed=seed,
+                               identity={"method": name, "params": params, "data": fingerprint},
                                **(precision or {}))
     result = fit(method, PairDataset(cohort, "train"), PairDataset(cohort, "val"), settings, state_dir, device=device)
     LOG.info("%s: best epoch %d, validation loss %.5f", name, result.best_epoch, result.best_val_loss)

@@ -84,7 +84,8 @@ def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], m
         order = {p: i for i, p in enumerate(samples["pair_id"].tolist())}
         images = samples["images"][[order[p] for p in ids]]
         rows[method] = (measure_crops(images, spacing, settings, window), samples["seeds"].tolist())
-        LOG.info("%s: %d of %d samples read as no nodule", method, int((rows[method][0] == 0).sum()), rows[method][0].size)
+        LOG.info("%s: %d of %d samples read as no nodule", method, int((rows[method][0] == 0).sum()),
+                 rows[method][0].size)
     per_seed, summaries, points = [], [], []
     for name, (diameters, seeds) in rows.items():
         seed_metrics, summary = row_metrics(name, diameters, seeds, baseline, real_followup, labels)
