@@ -34,7 +34,8 @@ from standin_weights import gemma_tokenizer  # noqa: E402
 
 from namd.config import load_config  # noqa: E402
 from namd.models.text_encoder import SoftPromptContextEncoder  # noqa: E402
-from namd.models.unet import build_unet, denoising_loss, noise_scheduler, widen_conv_in  # noqa: E402
+from namd.models.schedulers import denoising_loss, noise_scheduler  # noqa: E402
+from namd.models.unet import build_unet, widen_conv_in  # noqa: E402
 from namd.models.vae import NoduleAlignedVAE, build_vae  # noqa: E402
 from namd.sampling import ddim_sample, ddim_sample_one  # noqa: E402
 from namd.training import autocast, enable_gradient_checkpointing  # noqa: E402

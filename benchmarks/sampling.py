@@ -23,7 +23,8 @@ import torch
 import yaml
 
 from namd.models.frozen import llm_context_dim
-from namd.models.unet import build_unet, load_unet, noise_scheduler
+from namd.models.schedulers import noise_scheduler
+from namd.models.unet import build_unet, load_unet
 from namd.sampling import ddim_sample, ddim_sample_one
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from namd.models.unet import denoising_loss, noise_scheduler
+from namd.models.schedulers import denoising_loss, noise_scheduler
 from namd.models.vae import NoduleAlignedVAE, build_vae
 from sampling import latent_size, load_or_build_unet
 

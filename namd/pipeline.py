@@ -1,9 +1,13 @@
 """Predict one nodule's one-year follow-up and its malignancy from a baseline crop and a report.
 
 `NAMDPipeline` is a diffusers `DiffusionPipeline`: `vae` (AutoencoderKL), `unet`
-(UNet2DConditionModel, 8 input channels) and `scheduler` (the training DDPMScheduler; sampling
-runs DDIM over its betas) are registered components, so `save_pretrained` writes them in
-diffusers' own layout with a `model_index.json`.
+(UNet2DConditionModel, 8 input channels) and `scheduler` are registered components, so
+`save_pretrained` writes them in diffusers' own layout with a `model_index.json`. The scheduler is
+the sampler: a DDIMScheduler over the training schedule's betas and prediction_type, and
+`pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, ...)` changes how it samples;
+one `namd.sampling` cannot step (namd.sampling.SAMPLERS) is refused by name. Folders exported
+before held the training DDPMScheduler in scheduler/; it is turned into that same DDIM sampler on
+load, so they sample as they always did.
 
 The soft-prompt text encoder and the evaluation classifier are not diffusers, transformers or
 timm-hub classes, and DiffusionPipeline.save_pretrained only knows those: it would log "cannot
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 
 from namd import __version__
 from namd.data.crops import DEFAULT_WINDOW
@@ -40,7 +44,7 @@ from namd.models.text_encoder import SoftPromptContextEncoder
 from namd.models.unet import load_unet
 from namd.models.vae import decode_latents, encode_latents, load_vae
 from namd.progress import progress_bar
-from namd.sampling import ddim_sample
+from namd.sampling import check_sampler, ddim_from_training, ddim_sample
 
 #: bump when the saved folder's layout or meaning changes; older folders are then refused
 PIPELINE_FORMAT_VERSION = 1
@@ -87,7 +91,7 @@ class NAMDPipeline(DiffusionPipeline):
         self,
         vae: AutoencoderKL,
         unet: UNet2DConditionModel,
-        scheduler: DDPMScheduler,
+        scheduler: DDIMScheduler | DDPMScheduler,
         text_encoder: SoftPromptContextEncoder | None = None,
         classifier: MalignancyClassifier | ClassifierEnsemble | None = None,
         hu_window: list[float] | tuple[float, float] = DEFAULT_WINDOW,
@@ -113,6 +117,10 @@ class NAMDPipeline(DiffusionPipeline):
         for what, found, expected, whose in checks:
             if found != expected:
                 raise ValueError(f"NAMDPipeline: {what} is {found} but {whose} is {expected}")
+        if isinstance(scheduler, DDPMScheduler):
+            # the training schedule, as folders exported before held it: DDIM over its betas is what they sampled with
+            scheduler = ddim_from_training(scheduler.config)
+        check_sampler(scheduler, "NAMDPipeline: the scheduler")
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
         if int(ddim_steps) < 1:
             raise ValueError(f"NAMDPipeline: ddim_steps must be at least 1, got {ddim_steps}")
@@ -218,7 +226,8 @@ class NAMDPipeline(DiffusionPipeline):
         text_encoder = SoftPromptContextEncoder.from_soft_prompts(model_dir / SOFT_PROMPTS_DIR)
         unet = load_unet(model_dir / "unet", in_channels=2 * latent_channels,
                          cross_attention_dim=text_encoder.context_dim)
-        scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
+        # the method saved its training schedule; the pipeline holds the DDIM sampler over its betas
+        scheduler = ddim_from_training(DDPMScheduler.from_pretrained(model_dir / "scheduler").config)
         classifier = load_classifier(classifier_dir)
         return cls(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, classifier=classifier,
                    hu_window=hu_window, ddim_steps=int(meta["params"].get("ddim_steps", 50)))
@@ -252,11 +261,15 @@ class NAMDPipeline(DiffusionPipeline):
     ) -> NAMDPrediction:
         """K = num_samples follow-ups per baseline (DDIM, paper Sec. 3.3.2) and their malignancy probabilities.
 
+        The sampler is `self.scheduler` (its config sets timestep spacing, final alpha, prediction_type ...);
+        a scheduler namd.sampling cannot step stops here with a ValueError naming it.
+
         Sample k of baseline b comes from noise seeded by (seed, b, k) alone (namd.sampling), so the
         same seed gives the same samples whatever the batch size; `batch_size` (pair, sample)
         combinations run at once. The progress bar counts denoising steps (U-Net calls): ddim_sample's
         own counts finished samples, which all arrive at the end when the K samples fit one batch.
         """
+        check_sampler(self.scheduler, "NAMDPipeline.scheduler")
         images = self._baseline_batch(baseline_crop)
         reports = [report] if isinstance(report, str) else list(report)
         if len(reports) != images.shape[0] or not all(isinstance(r, str) and r.strip() for r in reports):
@@ -278,7 +291,7 @@ class NAMDPipeline(DiffusionPipeline):
             hook = self.unet.register_forward_hook(count_step)
             try:
                 latents = ddim_sample(
-                    self.unet, self.scheduler.config, condition, context, [str(b) for b in range(n)],
+                    self.unet, self.scheduler, condition, context, [str(b) for b in range(n)],
                     range(num_samples), num_inference_steps=num_inference_steps, eta=eta, batch_size=batch_size,
                     base_seed=seed, progress=False,
                 )

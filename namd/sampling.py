@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, SchedulerMixin, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 
 from namd.progress import progress_bar
@@ -42,11 +42,43 @@ def sample_noise(
     return randn_tensor((len(pair_ids) * len(seeds), *shape), generator=sample_generators(pair_ids, seeds, base_seed))
 
 
-def ddim_scheduler(scheduler_config: Mapping, num_inference_steps: int, device: torch.device) -> DDIMScheduler:
-    """DDIM over the training scheduler's betas (its config, e.g. DDPMScheduler.config)."""
-    scheduler = DDIMScheduler.from_config(scheduler_config)
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    return scheduler
+#: the schedulers whose step() the loop here drives (it passes eta and a generator per sample)
+SAMPLERS = (DDIMScheduler,)
+
+#: what ddim_sample takes: the sampler itself, or the config of the training schedule to run DDIM over
+Scheduler = SchedulerMixin | Mapping
+
+
+def check_sampler(scheduler, what: str = "scheduler") -> None:
+    """ValueError naming the scheduler's class when namd's sampler cannot step it."""
+    if not isinstance(scheduler, SAMPLERS):
+        supported = ", ".join(cls.__name__ for cls in SAMPLERS)
+        raise ValueError(
+            f"{what} is {type(scheduler).__name__}, which namd's sampler (namd.sampling, DDIM with eta and a "
+            f"generator per sample) cannot step; it supports {supported}: e.g. "
+            f"DDIMScheduler.from_config(scheduler.config) for DDIM over the same betas"
+        )
+
+
+def ddim_from_training(scheduler_config: Mapping) -> DDIMScheduler:
+    """DDIM over a training schedule's betas (its config, e.g. DDPMScheduler.config): prediction_type,
+    clip_sample and the beta schedule carry over, the rest are DDIM's defaults."""
+    return DDIMScheduler.from_config(scheduler_config)
+
+
+def ddim_scheduler(scheduler: Scheduler, num_inference_steps: int, device: torch.device) -> DDIMScheduler:
+    """The sampler with its timesteps set, on a copy (the caller's scheduler is left as it is).
+
+    A scheduler instance is the sampler itself and must be one of SAMPLERS (ValueError naming it
+    otherwise); a config is a training schedule, sampled with DDIM over its betas (ddim_from_training).
+    """
+    if isinstance(scheduler, Mapping):
+        sampler = ddim_from_training(scheduler)
+    else:
+        check_sampler(scheduler)
+        sampler = type(scheduler).from_config(scheduler.config)
+    sampler.set_timesteps(num_inference_steps, device=device)
+    return sampler
 
 
 def ddim_step(
@@ -95,7 +127,7 @@ def _null_context(unet: UNet2DConditionModel, batch: int) -> torch.Tensor:
 @torch.no_grad()
 def ddim_sample_one(
     unet: UNet2DConditionModel,
-    scheduler_config: Mapping,
+    scheduler: Scheduler,
     condition_latents: torch.Tensor | None,
     context: torch.Tensor | None,
     pair_id: str,
@@ -106,7 +138,7 @@ def ddim_sample_one(
     base_seed: int = 0,
 ) -> torch.Tensor:
     """Reference: one pair (condition (C, H, W), context (m, D)), one seed, the plain diffusers loop -> (C, H, W)."""
-    scheduler = ddim_scheduler(scheduler_config, num_inference_steps, unet.device)
+    scheduler = ddim_scheduler(scheduler, num_inference_steps, unet.device)
     condition = None if condition_latents is None else condition_latents[None].to(unet.device, unet.dtype)
     context = _null_context(unet, 1) if context is None else context[None].to(unet.device, unet.dtype)
     generator = generator_for(sample_seed(base_seed, pair_id, seed))
@@ -121,7 +153,7 @@ def ddim_sample_one(
 @torch.no_grad()
 def ddim_sample(
     unet: UNet2DConditionModel,
-    scheduler_config: Mapping,
+    scheduler: Scheduler,
     condition_latents: torch.Tensor | None,
     context: torch.Tensor | None,
     pair_ids: Sequence[str],
@@ -135,10 +167,11 @@ def ddim_sample(
 ) -> torch.Tensor:
     """K follow-up latents per pair -> (N, K, C, H, W) float32 on the CPU.
 
-    condition_latents (N, C', H, W) and context (N, m, D) are per pair (None: unconditional /
-    null context); the N*K (pair, seed) samples run `batch_size` at a time, each batch gathering
-    its pairs' condition and context, and every sample equals ddim_sample_one's for its (pair, seed)
-    up to float rounding.
+    scheduler: the sampler (a DDIMScheduler, e.g. a pipeline's) or the config of the training
+    schedule, sampled with DDIM over its betas (see ddim_scheduler). condition_latents (N, C', H, W)
+    and context (N, m, D) are per pair (None: unconditional / null context); the N*K (pair, seed)
+    samples run `batch_size` at a time, each batch gathering its pairs' condition and context, and
+    every sample equals ddim_sample_one's for its (pair, seed) up to float rounding.
     """
     pair_ids, seeds = [str(pair_id) for pair_id in pair_ids], [int(seed) for seed in seeds]
     n_pairs, n_seeds = len(pair_ids), len(seeds)
@@ -153,7 +186,7 @@ def ddim_sample(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     shape = _latent_shape(unet, condition_latents)
     device, dtype = unet.device, unet.dtype
-    scheduler = ddim_scheduler(scheduler_config, num_inference_steps, device)
+    scheduler = ddim_scheduler(scheduler, num_inference_steps, device)
     if condition_latents is not None:
         condition_latents = condition_latents.to(device, dtype)
     if context is not None:

@@ -80,6 +80,35 @@ class TrainableModule(torch.nn.Module):
         raise NotImplementedError
 
 
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    lr_start: float = 0.0,
+    lr_peak: float = 1.0,
+    lr_min: float = 0.0,
+    warmup_offset: int = 0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up lr_start -> lr_peak over warmup_steps, then cosine decay to lr_min at total_steps.
+
+    LambdaLR scales the optimiser's lr by rate / lr_peak: give the rates in its units with its lr
+    set to lr_peak, or as fractions of its lr with lr_peak = 1 (the default). warmup_offset = 1
+    counts the step being taken, so the first step already runs at lr_peak / warmup_steps (from
+    lr_start = 0) and lr_peak is reached at step warmup_steps - 1. Appendix B's latent diffusion
+    schedule is lr_start -> lr_peak -> lr_min with offset 0; the evaluation classifier's is
+    0 -> 1 -> 0 (fractions of its lr) with offset 1.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (lr_start + (lr_peak - lr_start) * (step + warmup_offset) / max(warmup_steps, 1)) / lr_peak
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return (lr_min + 0.5 * (lr_peak - lr_min) * (1 + math.cos(math.pi * progress))) / lr_peak
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters, max_grad_norm: float | None):
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -1,8 +1,9 @@
 # Evaluation (paper Sections 4.1.2, 4.2, 4.3, Appendix D): the frozen evaluator ensemble (rules/evaluator.smk)
 # on every row, Table 1, Figures 2, 3, 5.
 
+from namd.rows import REAL_ROWS
+
 EVAL = f"{RESULTS}/eval"
-REAL_ROWS = ["real_baseline", "real_followup"]
 
 
 rule classify_real:
@@ -81,7 +82,7 @@ rule table1:
     """Table 1: AUROC/AUPRC per row (mean +- std over K), LPIPS, FID, DeLong against NAMD."""
     input:
         probs=expand(
-            f"{EVAL}/probs/{{row}}.csv", row=REAL_ROWS + CLINICAL_ROWS + METHODS
+            f"{EVAL}/probs/{{row}}.csv", row=[*REAL_ROWS, *CLINICAL_ROWS, *METHODS]
         ),
         image=expand(rules.image_metrics.output[0], method=METHODS),
         pairs=TEST_PAIRS,
@@ -102,7 +103,7 @@ rule table1:
         mem_mb=2000,
         runtime=30,
     params:
-        rows=REAL_ROWS + CLINICAL_ROWS + METHODS,
+        rows=[*REAL_ROWS, *CLINICAL_ROWS, *METHODS],
         cohort_source=config["cohort"]["source"],
         methods=METHODS,
         seeds=list(range(config["generation"]["k_seeds"])),

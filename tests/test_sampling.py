@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from namd.models.unet import build_unet, noise_scheduler, widen_conv_in
+from namd.models.schedulers import noise_scheduler
+from namd.models.unet import build_unet, widen_conv_in
 from namd.runtime import make_deterministic
 from namd.sampling import ddim_sample, ddim_sample_one, sample_noise, sample_seed
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from namd.models.unet import build_unet, denoising_loss, load_unet, noise_scheduler, widen_conv_in
+from namd.models.schedulers import denoising_loss, noise_scheduler
+from namd.models.unet import build_unet, load_unet, widen_conv_in
 from namd.runtime import generator_for
 
 TINY = dict(block_out_channels=(16, 32), norm_num_groups=8, num_attention_heads=4, cross_attention_dim=12)

@@ -17,7 +17,8 @@ from namd.models import (
     load_vae,
     random_rotation,
 )
-from namd.models.vae import LATENT_PROBE_FILE, alexnet_weights_file
+from namd.models.hub_weights import lpips_weights_path
+from namd.models.vae import LATENT_PROBE_FILE
 
 WEIGHTS = dict(lambda_kl=1e-3, lambda_lpips=0.0, lambda_align=0.5, lambda_pred=0.2, sigma_f=1.0, sigma_z=2.0)
 
@@ -62,8 +63,8 @@ def random_alexnet_lpips(tmp_path_factory):
     }
     with pytest.MonkeyPatch.context() as monkeypatch:
         go_offline(monkeypatch, tmp_path_factory.mktemp("torch"))
-        alexnet_weights_file().parent.mkdir(parents=True)
-        torch.save(state, alexnet_weights_file())
+        lpips_weights_path().parent.mkdir(parents=True)
+        torch.save(state, lpips_weights_path())
         return load_lpips("cpu"), state["features.0.weight"]
 
 

@@ -188,7 +188,7 @@ class Run:
 
     def sample(self, condition: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray]:
         """(latents (N, K, C, h, w), images (N, K, 1, S, S)) of NAMD's sampler, noise seeded per (pair, seed)."""
-        latents = ddim_sample(self.pipe.unet, self.pipe.scheduler.config, condition, context, self.ids, self.seeds,
+        latents = ddim_sample(self.pipe.unet, self.pipe.scheduler, condition, context, self.ids, self.seeds,
                               num_inference_steps=self.steps, eta=self.eta, base_seed=self.seed, progress=False)
         images = self.decode(self.pipe.vae, latents.flatten(0, 1))
         return latents, images.reshape(*latents.shape[:2], *images.shape[1:])

@@ -60,7 +60,7 @@ from timm.models import save_for_hf
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import Dataset
 
-from namd.training import TrainableModule
+from namd.training import TrainableModule, warmup_cosine
 
 #: registered timm ViT whose constructor builds the from-scratch model (every size is overridden)
 SCRATCH_ARCHITECTURE = "vit_tiny_patch16_224"
@@ -235,14 +235,8 @@ class MalignancyClassifier(TrainableModule):
 
     def configure_schedulers(self, optimizers: dict[str, torch.optim.Optimizer], total_steps: int) -> dict:
         warmup = max(1, int(self.settings["warmup_fraction"] * total_steps))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return 0.5 * (1 + np.cos(np.pi * progress))
-
-        return {"main": torch.optim.lr_scheduler.LambdaLR(optimizers["main"], factor)}
+        return {"main": warmup_cosine(optimizers["main"], warmup_steps=warmup, total_steps=total_steps,
+                                      warmup_offset=1)}
 
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, labels = batch["image"], batch["label"].float()

@@ -11,8 +11,6 @@ coordinates and their mean would describe no network.
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,56 +21,34 @@ import pandas as pd
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
-from torchvision.models import AlexNet_Weights
 
 from namd.evaluation.metrics import FID_NAME, LPIPS_NAME, EvaluationInputError, format_ids, summarise
+from namd.models.hub_weights import (
+    PerceptualWeightsMissingError,
+    hub_checkpoint,
+    load_lpips,
+    lpips_weights_path,
+    require_cached_weights,
+)
 
 IMAGE_METRIC_KEYS = ("lpips", "fid")
 INCEPTION_POOL_DIMS = 2048
 LPIPS_DESCRIPTION = ("LPIPS (Zhang et al. 2018, lpips 0.1.4, AlexNet v0.1), "
                      "mean over pairs of generated vs real follow-up")
 
+#: what a missing-weights error suggests instead of the real metric
+STAND_IN_HINT = "let the evaluation compute the labelled stand-in"
+
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 
 
-class PerceptualWeightsMissingError(FileNotFoundError):
-    """A real perceptual metric was requested but its pretrained weights are not in torch hub's cache."""
-
-
-def _cached_checkpoint(url: str) -> Path:
-    """Where torch.hub.load_state_dict_from_url looks before it would download `url`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def lpips_weights_path() -> Path:
-    """ImageNet AlexNet trunk that lpips loads via torchvision (its linear heads ship with lpips)."""
-    return _cached_checkpoint(AlexNet_Weights.IMAGENET1K_V1.url)
-
-
 def fid_weights_path() -> Path:
-    return _cached_checkpoint(FID_WEIGHTS_URL)
+    return hub_checkpoint(FID_WEIGHTS_URL)
 
 
 def perceptual_weights_available() -> dict[str, bool]:
     """Which real metrics can run offline: looks at the cache files only, never at the network."""
     return {"lpips": lpips_weights_path().is_file(), "fid": fid_weights_path().is_file()}
-
-
-def _require_weights(key: str, path: Path) -> None:
-    if not path.is_file():
-        raise PerceptualWeightsMissingError(
-            f"{key}: pretrained weights not found at {path} (TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}); "
-            "place the file there, or let the evaluation compute the labelled stand-in"
-        )
-
-
-def load_lpips(device: torch.device | str = "cpu") -> lpips.LPIPS:
-    _require_weights("lpips", lpips_weights_path())
-    with warnings.catch_warnings():
-        # lpips 0.1.4 still calls torchvision's deprecated `pretrained=` interface.
-        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
-        net = lpips.LPIPS(net="alex", verbose=False)
-    return net.to(device).eval()
 
 
 def fid_metric_name(dims: int = INCEPTION_POOL_DIMS) -> str:
@@ -91,7 +67,7 @@ def fid_description(dims: int = INCEPTION_POOL_DIMS) -> str:
 
 def load_inception(dims: int = INCEPTION_POOL_DIMS, device: torch.device | str = "cpu") -> InceptionV3:
     fid_metric_name(dims)
-    _require_weights("fid", fid_weights_path())
+    require_cached_weights("fid", FID_WEIGHTS_URL, STAND_IN_HINT)
     return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]]).to(device).eval()
 
 
@@ -271,7 +247,7 @@ def image_quality(
 
     results = {}
     if available["lpips"]:
-        net = load_lpips(device)
+        net = load_lpips(device, instead=STAND_IN_HINT)
         values = [float(lpips_distances(net, g, real, batch_size).mean()) for g in per_sample]
         results["lpips"] = result("lpips", LPIPS_NAME, False, LPIPS_DESCRIPTION, values)
     else:

@@ -179,12 +179,12 @@ class DDLCXR(GenerativeMethod):
         self._total_steps: int | None = None
 
     def _load_lpips(self):
-        from namd.models.vae import LPIPS_MIN_SIZE, load_lpips
+        from namd.models.hub_weights import LPIPS_MIN_SIZE, load_lpips
 
         if self.spec.image_size < LPIPS_MIN_SIZE:
             raise ValueError(f"{self.name}: lpips_weight > 0 needs crops of at least {LPIPS_MIN_SIZE} px, "
                              f"these are {self.spec.image_size}")
-        return load_lpips(self.context.device)
+        return load_lpips(self.context.device, instead="set lpips_weight to 0")
 
     # -- stage 1: the autoencoder ---------------------------------------------------------------
     def autoencoder_losses(self, batch: dict[str, Any], adaptive: bool = True) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ Saved with the ecosystem's own formats: `unet/` and `scheduler/` load with plain
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,22 +20,11 @@ import torch
 from diffusers import DDPMScheduler
 
 from namd.methods.base import DataSpec, GenerativeMethod, MethodContext
-from namd.models.unet import denoising_loss, load_unet, noise_scheduler, widen_conv_in
 from namd.models.frozen import load_frozen_vae
+from namd.models.schedulers import denoising_loss, noise_scheduler
+from namd.models.unet import load_unet, widen_conv_in
 from namd.models.vae import decode_latents
 from namd.sampling import ddim_sample
-
-
-def warmup_cosine(optimizer, *, warmup_steps: int, total_steps: int, lr_start: float, lr_peak: float, lr_min: float):
-    """Appendix B's schedule: linear warm-up lr_start -> lr_peak, then cosine decay to lr_min."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (lr_start + (lr_peak - lr_start) * step / max(warmup_steps, 1)) / lr_peak
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return (lr_min + 0.5 * (lr_peak - lr_min) * (1 + math.cos(math.pi * progress))) / lr_peak
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class LatentDiffusionMethod(GenerativeMethod):
@@ -108,7 +96,7 @@ class LatentDiffusionMethod(GenerativeMethod):
         )
         n, k = latents.shape[:2]
         images = decode_latents(self.decoder(), latents.flatten(0, 1).to(self.unet.device))
-        return images.reshape(n, k, *images.shape[1:])
+        return images.clamp(-1, 1).reshape(n, k, *images.shape[1:])  # the decoder is unbounded
 
     # -- persistence ------------------------------------------------------------------------------
     def save_pretrained(self, out_dir) -> None:

@@ -1,6 +1,7 @@
 """Models of the NAMD pipeline: the nodule-aligned VAE, its losses and its augmentation."""
 
 from namd.models.augment import random_rotation
+from namd.models.hub_weights import load_lpips
 from namd.models.losses import alignment_loss, kl_loss, prediction_loss
 from namd.models.vae import (
     NoduleAlignedVAE,
@@ -8,7 +9,6 @@ from namd.models.vae import (
     decode_latents,
     encode_latents,
     fit_latent_scale,
-    load_lpips,
     load_vae,
 )
 

@@ -9,25 +9,20 @@ term keeps its meaning.
 from __future__ import annotations
 
 import math
-import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import lpips
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
-from torchvision.models import AlexNet_Weights
 
+from namd.models.hub_weights import LPIPS_MIN_SIZE
 from namd.models.losses import ALIGNMENT_MIN_BATCH, alignment_loss, kl_loss, prediction_loss
 from namd.sources import check_diffusers_class
 
 LATENT_PROBE_FILE = "latent_probe.safetensors"
-# AlexNet's five stages (an 11x11 stride-4 convolution, then three 3x3 stride-2 max-pools) reduce
-# crops below 31 pixels to nothing, so LPIPS(net="alex") cannot score them.
-LPIPS_MIN_SIZE = 31
 
 
 def _latent_side(vae: AutoencoderKL) -> int:
@@ -148,29 +143,6 @@ def load_vae(path: str | Path, *, in_channels: int = 1, latent_channels: int | N
     return vae
 
 
-def alexnet_weights_file() -> Path:
-    """Where torch hub (and so lpips) looks for AlexNet's ImageNet weights before downloading."""
-    name = posixpath.basename(urlparse(AlexNet_Weights.IMAGENET1K_V1.url).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
-
-
-def load_lpips(device: torch.device | str) -> lpips.LPIPS:
-    """The real LPIPS(net="alex"), frozen; refuses to run without the pretrained AlexNet weights.
-
-    Without the cached file lpips would try to download them (impossible offline), and a
-    randomly initialised trunk would silently give a meaningless perceptual loss.
-    """
-    weights = alexnet_weights_file()
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"LPIPS needs the pretrained AlexNet weights at {weights} (torch hub cache, $TORCH_HOME/hub/checkpoints); "
-            f"copy {AlexNet_Weights.IMAGENET1K_V1.url} there, or set lambda_lpips to 0"
-        )
-    model = lpips.LPIPS(net="alex", verbose=False)
-    model.requires_grad_(False)
-    return model.eval().to(device)
-
-
 def _check_images(vae: AutoencoderKL, images: torch.Tensor) -> None:
     if images.ndim != 4 or images.shape[1] != vae.config.in_channels or images.shape[0] == 0:
         raise ValueError(
@@ -274,7 +246,7 @@ class NoduleAlignedVAE(torch.nn.Module):
 
     def _lpips_unavailable(self, lpips_model: lpips.LPIPS | None) -> str | None:
         if lpips_model is None:
-            return "no lpips_model was given (namd.models.vae.load_lpips)"
+            return "no lpips_model was given (namd.models.hub_weights.load_lpips)"
         if self.vae.config.sample_size < LPIPS_MIN_SIZE:
             size = self.vae.config.sample_size
             return f"LPIPS(net='alex') needs crops of at least {LPIPS_MIN_SIZE} pixels, these are {size}"

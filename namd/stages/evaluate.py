@@ -24,12 +24,13 @@ from namd.evaluation.significance import compare_rows
 from namd.evaluation.clinical import CLINICAL_ROWS, table_notes
 from namd.evaluation.table import build_table1, latex_escape, row_result, to_csv, to_latex
 from namd.generate import load_generated
+from namd.rows import REAL_ROWS
 
 LOG = logging.getLogger(__name__)
 
-REAL_ROWS = {"real_baseline": "Real baseline LDCT", "real_followup": "Real follow-up LDCT",
-             "brock": "Brock (PanCan) model", "lungrads_baseline": "Lung-RADS v2022 (baseline)",
-             "lungrads_followup": "Lung-RADS v2022 (real follow-up)"}
+#: titles of the rows that are no generative method: the real images and the clinical scores (CLINICAL_ROWS)
+REFERENCE_ROWS = {**REAL_ROWS, "brock": "Brock (PanCan) model", "lungrads_baseline": "Lung-RADS v2022 (baseline)",
+                  "lungrads_followup": "Lung-RADS v2022 (real follow-up)"}
 #: Table 1's names of the generative rows
 TITLES = {
     "mcwgan": "McWGAN",
@@ -84,10 +85,11 @@ def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Map
                 out_per_seed, seed: int, cohort_source: str = "nlst", extra_notes: Sequence[str] = ()) -> pd.DataFrame:
     """Table 1 from the saved probabilities and image metrics; bold/underline computed, never typed.
 
-    `methods` maps each generative row to (Table 1 group, stochastic?); the real-image rows are
-    named in REAL_ROWS. A clinical row (CLINICAL_ROWS) may cover a subset of the test pairs (a
-    record lacking a field its score needs); its footnote says how many, and DeLong compares it
-    with the reference on the pairs it scores. extra_notes: LaTeX-ready footnote lines.
+    `methods` maps each generative row to (Table 1 group, stochastic?); the other rows, the real
+    images' (namd.rows.REAL_ROWS) and the clinical scores', are named in REFERENCE_ROWS. A clinical
+    row (CLINICAL_ROWS) may cover a subset of the test pairs (a record lacking a field its score
+    needs); its footnote says how many, and DeLong compares it with the reference on the pairs it
+    scores. extra_notes: LaTeX-ready footnote lines.
     """
     pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str})
     test_ids = pairs.loc[pairs["split"] == "test", "pair_id"]
@@ -95,7 +97,7 @@ def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Map
     per_seed, coverage = [], {}
     for name, path in probs.items():
         frame = pd.read_csv(path, dtype={"pair_id": str})
-        stochastic = name not in REAL_ROWS and methods[name][1]
+        stochastic = name not in REFERENCE_ROWS and methods[name][1]
         expected_seeds = list(seeds) if stochastic else [0]
         expected_ids = test_ids[test_ids.isin(frame["pair_id"])] if name in CLINICAL_ROWS else test_ids
         check_complete(frame, expected_ids, expected_seeds, name)
@@ -105,8 +107,8 @@ def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Map
         for result in (images or {}).values():
             if result.stand_in:
                 notes[result.name] = result.description
-        title = REAL_ROWS.get(name) or TITLES.get(name, name)
-        group = "Real Image Baselines" if name in REAL_ROWS else methods[name][0]
+        title = REFERENCE_ROWS.get(name) or TITLES.get(name, name)
+        group = "Real Image Baselines" if name in REFERENCE_ROWS else methods[name][0]
         rows.append(row_result(title, group, diagnosis, images, latex_name=LATEX_TITLES.get(name)))
         frames[title] = frame
         if name in CLINICAL_ROWS:

@@ -13,10 +13,18 @@ from pathlib import Path
 import torch
 
 from namd.data.dataset import Cohort, ImageDataset
-from namd.methods.latent_diffusion import warmup_cosine
 from namd.models.frozen import llm_context_dim
-from namd.models.unet import build_unet, denoising_loss, noise_scheduler
-from namd.training import TrainableModule, budget_settings, file_fingerprint, fit, write_history, write_model_card
+from namd.models.schedulers import denoising_loss, noise_scheduler
+from namd.models.unet import build_unet
+from namd.training import (
+    TrainableModule,
+    budget_settings,
+    file_fingerprint,
+    fit,
+    warmup_cosine,
+    write_history,
+    write_model_card,
+)
 
 
 class UnconditionalDiffusion(TrainableModule):

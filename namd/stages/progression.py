@@ -19,7 +19,8 @@ from namd.evaluation.readout import GRID_KEYS, ReadoutSettings, crop_spacings, m
     truth_crops, validate_readout
 from namd.evaluation.table import latex_escape
 from namd.generate import load_generated
-from namd.stages.evaluate import LATEX_TITLES, REAL_ROWS, TITLES
+from namd.rows import REAL_ROWS
+from namd.stages.evaluate import LATEX_TITLES, TITLES
 
 LOG = logging.getLogger(__name__)
 
