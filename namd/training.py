@@ -214,12 +214,12 @@ def autocast(device: torch.device, precision: str):
 
 def enable_gradient_checkpointing(module: torch.nn.Module) -> int:
     """Switch on activation checkpointing in every diffusers model inside `module` that has it;
-    returns how many. (A frozen transformers LLM stays in eval mode, where it does not checkpoint.)"""
-    from diffusers import ModelMixin
-
-    outermost: dict[str, ModelMixin] = {}  # a model's own blocks (also ModelMixins) follow its switch
+    returns how many. (A frozen transformers LLM stays in eval mode, where it does not checkpoint.)
+    Recognised by diffusers' ModelMixin attributes, so the trainer does not import diffusers."""
+    outermost: dict[str, torch.nn.Module] = {}  # a model's own blocks (also ModelMixins) follow its switch
     for name, m in module.named_modules():
-        if isinstance(m, ModelMixin) and m._supports_gradient_checkpointing and not any(
+        if getattr(m, "_supports_gradient_checkpointing", False) and hasattr(m, "enable_gradient_checkpointing") \
+                and not any(
                 name.startswith(f"{outer}.") or not outer for outer in outermost):
             outermost[name] = m
     for model in outermost.values():

@@ -37,6 +37,18 @@ REPORTS = (
 )
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny nets: a second thread only adds synchronisation, and spins when the machine is busy.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_batch(n: int = 3, *, size: int = TINY_SIZE, latent_channels: int = LATENT_CHANNELS, seed: int = 0,
                pair_ids=None) -> dict:
     """A batch as namd.methods.base.GenerativeMethod describes it, every key present: images

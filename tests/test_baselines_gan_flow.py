@@ -19,13 +19,7 @@ TINY = {
 METHODS = list(TINY)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets: a second thread only adds synchronisation, and spins when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_batch(n=3, size=S, seed=0, ids=None):

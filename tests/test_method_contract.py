@@ -59,13 +59,7 @@ METHODS = known_methods()
 TRAINED = sorted({trained_model_of(name) for name in METHODS})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny nets: a second thread only adds synchronisation, and spins when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def context_for(name: str, tiny_upstream) -> MethodContext:

@@ -36,12 +36,7 @@ RECORD = {"SCT_PRE_ATT": "Soft", "SCT_EPI_LOC": "Right Upper Lobe", "SCT_MARGINS
           "famsister": "No", "famchild": "No", "report": "a nodule"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def disc(diameter_mm: float, rng) -> np.ndarray:

@@ -17,7 +17,7 @@ from namd.models import (
     load_vae,
     random_rotation,
 )
-from namd.models.hub_weights import lpips_weights_path
+from namd.hub_weights import lpips_weights_path
 from namd.models.vae import LATENT_PROBE_FILE
 
 WEIGHTS = dict(lambda_kl=1e-3, lambda_lpips=0.0, lambda_align=0.5, lambda_pred=0.2, sigma_f=1.0, sigma_z=2.0)

@@ -23,7 +23,7 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from namd.evaluation.metrics import FID_NAME, LPIPS_NAME, EvaluationInputError, format_ids, summarise
-from namd.models.hub_weights import (
+from namd.hub_weights import (
     PerceptualWeightsMissingError,
     hub_checkpoint,
     load_lpips,

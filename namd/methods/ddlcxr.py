@@ -179,7 +179,7 @@ class DDLCXR(GenerativeMethod):
         self._total_steps: int | None = None
 
     def _load_lpips(self):
-        from namd.models.hub_weights import LPIPS_MIN_SIZE, load_lpips
+        from namd.hub_weights import LPIPS_MIN_SIZE, load_lpips
 
         if self.spec.image_size < LPIPS_MIN_SIZE:
             raise ValueError(f"{self.name}: lpips_weight > 0 needs crops of at least {LPIPS_MIN_SIZE} px, "

@@ -1,7 +1,6 @@
 """Models of the NAMD pipeline: the nodule-aligned VAE, its losses and its augmentation."""
 
 from namd.models.augment import random_rotation
-from namd.models.hub_weights import load_lpips
 from namd.models.losses import alignment_loss, kl_loss, prediction_loss
 from namd.models.vae import (
     NoduleAlignedVAE,
@@ -20,7 +19,6 @@ __all__ = [
     "encode_latents",
     "fit_latent_scale",
     "kl_loss",
-    "load_lpips",
     "load_vae",
     "prediction_loss",
     "random_rotation",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
 
-from namd.models.hub_weights import LPIPS_MIN_SIZE
+from namd.hub_weights import LPIPS_MIN_SIZE
 from namd.models.losses import ALIGNMENT_MIN_BATCH, alignment_loss, kl_loss, prediction_loss
 from namd.sources import check_diffusers_class
 
@@ -246,7 +246,7 @@ class NoduleAlignedVAE(torch.nn.Module):
 
     def _lpips_unavailable(self, lpips_model: lpips.LPIPS | None) -> str | None:
         if lpips_model is None:
-            return "no lpips_model was given (namd.models.hub_weights.load_lpips)"
+            return "no lpips_model was given (namd.hub_weights.load_lpips)"
         if self.vae.config.sample_size < LPIPS_MIN_SIZE:
             size = self.vae.config.sample_size
             return f"LPIPS(net='alex') needs crops of at least {LPIPS_MIN_SIZE} pixels, these are {size}"

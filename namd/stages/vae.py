@@ -15,7 +15,7 @@ import torch
 from namd.data.dataset import Cohort, ImageDataset
 from namd.io import atomic_output
 from namd.models.augment import random_rotation
-from namd.models.hub_weights import load_lpips
+from namd.hub_weights import load_lpips
 from namd.models.vae import NoduleAlignedVAE, build_vae, encode_latents, fit_latent_scale
 from namd.training import TrainableModule, TrainSettings, file_fingerprint, fit, write_history, write_model_card
 
