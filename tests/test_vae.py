@@ -13,11 +13,10 @@ from namd.models import (
     decode_latents,
     encode_latents,
     fit_latent_scale,
-    load_lpips,
     load_vae,
     random_rotation,
 )
-from namd.hub_weights import lpips_weights_path
+from namd.hub_weights import load_lpips, lpips_weights_path
 from namd.models.vae import LATENT_PROBE_FILE
 
 WEIGHTS = dict(lambda_kl=1e-3, lambda_lpips=0.0, lambda_align=0.5, lambda_pred=0.2, sigma_f=1.0, sigma_z=2.0)
