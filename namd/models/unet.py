@@ -16,7 +16,6 @@ import torch
 from diffusers import UNet2DConditionModel
 
 # re-exported for callers that still import them from here (benchmarks/gpu.py); their home is schedulers
-from namd.models.schedulers import denoising_loss, noise_scheduler  # noqa: F401
 from namd.sources import check_diffusers_class
 
 
