@@ -14,6 +14,8 @@ configfile: "config.yaml"
 validate(config, "namd/schemas/config.schema.yaml")
 
 
+# common.smk makes the namd package beside this file importable, here and in scripts/ (the
+# scripts/namd -> ../namd symlink), whether or not it is installed: see the comment there.
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/vae.smk"

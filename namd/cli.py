@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
-
-#: the PNG maps are enlarged (nearest neighbour) to at least this many pixels a side, to be viewable
-PNG_MIN_SIDE = 256
-#: samples shown in summary.png
-SUMMARY_SAMPLES = 6
-
 
 def _nodule(text: str) -> tuple[int, int, int]:
     try:
@@ -227,7 +220,7 @@ def predict_command(args) -> int:
     from namd import __version__
     from namd.data.crops import crop_nodule, window_to_unit
     from namd.data.nlst import report_text
-    from namd.pipeline import read_patient_record
+    from namd.data.records import read_patient_record
     from namd.runtime import make_deterministic, select_device
 
     _check_out(args.out, args.overwrite)
@@ -285,6 +278,8 @@ def _write_outputs(out: Path, baseline, prediction, summary: dict, *, overwrite:
     """All files into a hidden folder beside OUT, then one rename: OUT appears complete or not at all."""
     import numpy as np
 
+    from namd.evaluation.prediction_figures import save_map_png, summary_figure
+
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -293,15 +288,15 @@ def _write_outputs(out: Path, baseline, prediction, summary: dict, *, overwrite:
         np.save(tmp / "followup_samples.npy", samples)
         low, high = summary["crop"]["hu_window"]
         variance_hu2 = prediction.variance[0, 0] * ((high - low) / 2) ** 2
-        _save_png(tmp / "followup_mean.png", prediction.mean[0, 0], cmap="gray", vmin=-1, vmax=1)
-        _save_png(tmp / "followup_variance.png", variance_hu2, cmap="magma", vmin=0,
+        save_map_png(tmp / "followup_mean.png", prediction.mean[0, 0], cmap="gray", vmin=-1, vmax=1)
+        save_map_png(tmp / "followup_variance.png", variance_hu2, cmap="magma", vmin=0,
                   vmax=max(float(variance_hu2.max()), 1e-12))
         digits = max(2, len(str(len(samples) - 1)))
         for k, sample in enumerate(samples):
-            _save_png(tmp / f"sample_{k:0{digits}d}.png", sample[0], cmap="gray", vmin=-1, vmax=1)
+            save_map_png(tmp / f"sample_{k:0{digits}d}.png", sample[0], cmap="gray", vmin=-1, vmax=1)
         summary = {**summary, "variance_png_range_hu2": [0.0, float(variance_hu2.max())]}
         (tmp / "prediction.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _summary_figure(tmp / "summary.png", baseline[0], prediction, variance_hu2, summary)
+        summary_figure(tmp / "summary.png", baseline[0], prediction, variance_hu2, summary)
         os.chmod(tmp, 0o777 & ~_umask())
         if out.exists() and overwrite:
             shutil.rmtree(out)
@@ -315,82 +310,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _save_png(path: Path, image, *, cmap: str, vmin: float, vmax: float) -> None:
-    import numpy as np
-    from matplotlib.image import imsave
-
-    scale = math.ceil(PNG_MIN_SIDE / max(image.shape))
-    imsave(path, np.kron(image, np.ones((scale, scale))), cmap=cmap, vmin=vmin, vmax=vmax)
-
-
-def _summary_figure(path: Path, baseline, prediction, variance_hu2, summary: dict) -> None:
-    """One page: baseline, mean follow-up, variance map, probability spread, some samples, the report."""
-    import numpy as np
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    probabilities = prediction.probabilities[0]
-    samples = prediction.samples[0]
-    low, high = summary["crop"]["hu_window"]
-    size = summary["crop"]["size_px"]
-    field_mm = [size * s for s in summary["crop"]["pixel_spacing_mm"]]
-    grey = dict(cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-
-    fig = Figure(figsize=(12, 9), layout="constrained")
-    top, middle, bottom = fig.subfigures(3, 1, height_ratios=[3.3, 1.9, 1.1])  # each lays itself out
-    nodule = summary["nodule"]
-    fig.suptitle(f"NAMD: predicted one-year follow-up of the nodule at row {nodule['row']}, col {nodule['col']}, "
-                 f"slice {nodule['slice']}", fontsize=14, fontweight="bold")
-
-    axes = top.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1.15, 0.9]})
-    for ax, title, image in zip(axes, ("Baseline crop", f"Mean of {len(samples)} predicted follow-ups"),
-                                (baseline, prediction.mean[0, 0])):
-        ax.imshow(image, **grey)
-        ax.set_title(title)
-    im = axes[2].imshow(variance_hu2, cmap="magma", vmin=0, interpolation="nearest")
-    axes[2].set_title("Pixel-wise variance")
-    top.colorbar(im, ax=axes[2], label="HU²", ticks=MaxNLocator(5))
-    for ax in axes[:3]:
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    ax = axes[3]
-    mean, std = float(probabilities.mean()), float(probabilities.std())
-    if len(probabilities) > 1 and std > 0:
-        parts = ax.violinplot(probabilities, positions=[0], widths=0.8, showextrema=False)
-        for body in parts["bodies"]:
-            body.set_alpha(0.3)
-    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(probabilities))
-    ax.scatter(jitter, probabilities, s=14, color="black", alpha=0.6, label="one sample", zorder=3)
-    ax.errorbar([0.55], [mean], yerr=[std], fmt="o", color="crimson", capsize=6, label="mean ± SD", zorder=4)
-    ax.set_xlim(-0.7, 0.9)
-    ax.set_ylim(0, 1)
-    ax.set_xticks([])
-    ax.set_ylabel("malignancy probability")
-    ax.set_title(f"Malignancy {mean:.3f} ± {std:.3f}")
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
-
-    shown = min(SUMMARY_SAMPLES, len(samples))
-    for k, ax in enumerate(np.atleast_1d(middle.subplots(1, SUMMARY_SAMPLES))):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= shown:
-            ax.set_axis_off()
-            continue
-        ax.imshow(samples[k, 0], **grey)
-        ax.set_title(f"sample {k}: p = {probabilities[k]:.3f}", fontsize=9)
-
-    details = (f"Crop {size} px = {field_mm[0]:.1f} x {field_mm[1]:.1f} mm, HU window [{low:g}, {high:g}]"
-               + (" (padded with air at the image border)" if summary["crop"]["border_padded"] else "")
-               + f"; {summary['num_samples']} samples, {summary['num_inference_steps']} DDIM steps, "
-               f"seed {summary['seed']}; series {summary['series_instance_uid']}; model {summary['model']}")
-    text = ("Report: " + textwrap.fill(summary["report"], 125) + "\n\n" + textwrap.fill(details, 140)
-            + f"\nnamd {summary['namd_version']}. Research software, not a medical device: "
-            "not for clinical decisions.")
-    bottom.text(0.02, 0.95, text, va="top", ha="left", fontsize=9)
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

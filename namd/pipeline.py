@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipe
 
 from namd import __version__
 from namd.data.crops import DEFAULT_WINDOW
-from namd.data.nlst import EHR_FEATURES, NLST_CODES, PAPER_VOCABULARY, YES_NO_FIELDS
 from namd.evaluation.classifier import ClassifierEnsemble, MalignancyClassifier, load_classifier
 from namd.methods import get_method
+from namd.methods.base import GenerativeMethod
 from namd.methods.namd import NAMD
 from namd.models.text_encoder import SoftPromptContextEncoder
 from namd.models.unet import load_unet
@@ -51,15 +51,10 @@ PIPELINE_FORMAT_VERSION = 1
 PIPELINE_INDEX = "model_index.json"
 SOFT_PROMPTS_DIR = "soft_prompts"
 CLASSIFIER_DIR = "classifier"
-AGE_RANGE = (0, 120)
 
 
 class PipelineFormatError(ValueError):
     """A model folder this version of namd cannot read (another format version, or no NAMD pipeline)."""
-
-
-class RecordError(ValueError):
-    """A patient record that does not give the 13 EHR features of Table 2; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +178,25 @@ class NAMDPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> NAMDPipeline:
         """Load a folder written by save_pretrained (local only: the soft prompts are read from disk).
 
-        `text_encoder=` or `classifier=` replace the saved ones; other keyword arguments go to diffusers.
+        The folder is checked first (check_format): another format version, or no NAMD pipeline,
+        is refused with PipelineFormatError naming model_index.json.
+
+        Args:
+            pretrained_model_name_or_path: the saved folder (model_index.json, vae/, unet/,
+                scheduler/, soft_prompts/, classifier/); a local path, not a Hub name.
+            **kwargs: `text_encoder=` (a SoftPromptContextEncoder) or `classifier=` (a
+                MalignancyClassifier or ClassifierEnsemble) replace the saved ones; the rest go to
+                diffusers' `DiffusionPipeline.from_pretrained`.
+
+        Returns:
+            The NAMDPipeline, on the CPU (move it with `.to(device)`).
+
+        Example:
+            ```py
+            >>> from namd.pipeline import NAMDPipeline
+            >>> pipe = NAMDPipeline.from_pretrained("results/models/namd_pipeline").to("cuda")
+            >>> pipe.crop_size, pipe.hu_window, pipe.ddim_steps
+            ```
         """
         folder = Path(pretrained_model_name_or_path)
         cls.check_format(folder)
@@ -202,25 +215,48 @@ class NAMDPipeline(DiffusionPipeline):
         The VAE is the one method.json names in upstream["vae"]; a relative path there is relative to
         the workflow's working directory, found as the ancestor of the model folder that holds it.
         The workflow does not record its HU window in the model folder, so it is given here
-        (default: the config's lung window).
+        (default: the config's lung window). method.json is read by the methods' own
+        `GenerativeMethod.read_meta`; its `params.ddim_steps` become the pipeline's ddim_steps.
+
+        Args:
+            namd_model_dir: a trained NAMD method's folder (method.json, unet/, scheduler/, soft_prompts/).
+            classifier_dir: the evaluator's folder (rule train_classifier's results/models/classifier).
+            hu_window: (low, high) HU the workflow's crops were windowed with (config crop.hu_window).
+
+        Returns:
+            The NAMDPipeline, on the CPU; `save_pretrained` turns it into a folder `from_pretrained` loads.
+
+        Raises:
+            FileNotFoundError: no method.json, or the upstream VAE folder it names is not found.
+            PipelineFormatError: method.json is no valid JSON, names no NAMD method (namd or
+                namd_unaligned), or lacks params.latent_channels or upstream.vae.
+
+        Example:
+            ```py
+            >>> from namd.pipeline import NAMDPipeline
+            >>> pipe = NAMDPipeline.from_workflow("results/models/namd", "results/models/classifier",
+            ...                                   hu_window=(-1000, 400))
+            >>> pipe.save_pretrained("results/models/namd_pipeline")
+            ```
         """
         model_dir = Path(namd_model_dir)
         meta_path = model_dir / "method.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path}: no such file; {model_dir} is not a workflow model folder")
         try:
-            meta = json.loads(meta_path.read_text())
-            name, latent_channels, vae_path = (
-                meta["method"], meta["params"]["latent_channels"], meta["upstream"]["vae"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise PipelineFormatError(f"{meta_path}: not a NAMD method.json (needs method, "
-                                      f"params.latent_channels, upstream.vae): {err!r}") from err
+            meta = GenerativeMethod.read_meta(model_dir)  # any method's; FileNotFoundError when there is none
+        except ValueError as err:  # not valid JSON, or no method named
+            raise PipelineFormatError(str(err)) from err
+        name = meta["method"]
         try:
             is_namd = issubclass(get_method(name), NAMD)
         except KeyError:
             is_namd = False
         if not is_namd:
             raise PipelineFormatError(f"{meta_path}: holds method {name!r}, not NAMD (namd or namd_unaligned)")
+        try:
+            latent_channels, vae_path = meta["params"]["latent_channels"], meta["upstream"]["vae"]
+        except (KeyError, TypeError) as err:
+            raise PipelineFormatError(f"{meta_path}: not a NAMD method.json (needs "
+                                      f"params.latent_channels and upstream.vae): {err!r}") from err
         vae = load_vae(_upstream_folder(vae_path, model_dir, meta_path), in_channels=1,
                        latent_channels=latent_channels)
         text_encoder = SoftPromptContextEncoder.from_soft_prompts(model_dir / SOFT_PROMPTS_DIR)
@@ -268,6 +304,37 @@ class NAMDPipeline(DiffusionPipeline):
         same seed gives the same samples whatever the batch size; `batch_size` (pair, sample)
         combinations run at once. The progress bar counts denoising steps (U-Net calls): ddim_sample's
         own counts finished samples, which all arrive at the end when the K samples fit one batch.
+
+        Args:
+            baseline_crop: (1, S, S) or (B, 1, S, S) baseline crop(s), S = `crop_size`, HU mapped to
+                [-1, 1] with `namd.data.crops.window_to_unit` and the pipeline's `hu_window`.
+            report: the patient's report (`namd.data.nlst.report_text`), one string per baseline crop.
+            num_samples: K, follow-ups sampled per baseline (the paper: 20).
+            seed: base seed of the noise; the same seed gives the same samples.
+            num_inference_steps: DDIM steps; None: `ddim_steps`, the steps the model was evaluated with.
+            eta: DDIM's eta (0: deterministic given the initial noise).
+            batch_size: (baseline, sample) combinations sampled, and samples classified, at once.
+            progress: show a progress bar over the denoising steps.
+
+        Returns:
+            NAMDPrediction: numpy arrays of the samples (B, K, 1, S, S) in [-1, 1], their pixel-wise
+            mean and variance (B, 1, S, S), and the malignancy probability of each sample (B, K) with
+            its mean and standard deviation over the K samples (B,).
+
+        Example:
+            ```py
+            >>> from namd.data.crops import crop_nodule, window_to_unit
+            >>> from namd.data.dicom_read import read_ct_series
+            >>> from namd.data.nlst import report_text
+            >>> from namd.data.records import read_patient_record
+            >>> from namd.pipeline import NAMDPipeline
+            >>> pipe = NAMDPipeline.from_pretrained("results/models/namd_pipeline")
+            >>> hu, padded = crop_nodule(read_ct_series("baseline_series/"), 250, 310, 42, size=pipe.crop_size)
+            >>> report = report_text(read_patient_record("record.json"))
+            >>> prediction = pipe(window_to_unit(hu, pipe.hu_window)[None], report, num_samples=20, seed=0)
+            >>> prediction.samples.shape  # (1, 20, 1, S, S)
+            >>> float(prediction.probability_mean[0]), float(prediction.probability_std[0])
+            ```
         """
         check_sampler(self.scheduler, "NAMDPipeline.scheduler")
         images = self._baseline_batch(baseline_crop)
@@ -313,88 +380,4 @@ def _upstream_folder(path: str, model_dir: Path, meta_path: Path) -> Path:
             return candidate
     raise FileNotFoundError(f"{meta_path}: upstream VAE folder {path!r} not found (looked in "
                             f"{', '.join(str(c) for c in dict.fromkeys(candidates))})")
-
-
-# -- the patient record ---------------------------------------------------------------------------
-def _coded(field: str, value, source: str) -> str:
-    """A coded field given as Table 2's word (any case) or as NLST's code -> Table 2's word."""
-    vocabulary = PAPER_VOCABULARY[field.lower()]
-    allowed = f"one of {', '.join(repr(w) for w in vocabulary.values())} or NLST code {sorted(vocabulary)}"
-    if isinstance(value, bool) and field in YES_NO_FIELDS:
-        return vocabulary[int(value)]
-    if isinstance(value, str):
-        words = {word.lower(): word for word in vocabulary.values()}
-        word = words.get(" ".join(value.split()).lower())
-        if word is None:
-            raise RecordError(f"{source}: field {field!r}: {value!r} is not a known value; expected {allowed}")
-        return word
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
-        code = int(value)
-        if code in vocabulary:
-            return vocabulary[code]
-        meaning = NLST_CODES.get(field.lower(), {}).get(code)
-        if meaning is not None:
-            raise RecordError(f"{source}: field {field!r}: NLST code {code} ({meaning}) is not a value of the "
-                              f"paper's Table 2, which the model was trained on; expected {allowed}")
-    raise RecordError(f"{source}: field {field!r}: {value!r} is not a known value; expected {allowed}")
-
-
-def _number(field: str, value, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RecordError(f"{source}: field {field!r}: {value!r} is not a number")
-    return float(value)
-
-
-def patient_record(record: Mapping[str, Any], source: str = "record") -> dict[str, Any]:
-    """The 13 EHR features of Table 2, checked, in the paper's vocabulary (what report_text reads).
-
-    Keys are Table 2's names in any case (SCT_PRE_ATT or sct_pre_att ...). Coded fields take the
-    paper's words (case-insensitive) or NLST's codes, Yes/No fields also true/false. All 13 are
-    required: the workflow trains only on complete records. Age is in years (0-120), diameters
-    in mm (positive, perpendicular at most the longest).
-    """
-    if not isinstance(record, Mapping):
-        raise RecordError(f"{source}: a patient record must be a JSON object with the fields {list(EHR_FEATURES)}")
-    canonical = {name.lower(): name for name in EHR_FEATURES}
-    fields: dict[str, Any] = {}
-    for key, value in record.items():
-        name = canonical.get(str(key).lower())
-        if name is None:
-            raise RecordError(f"{source}: unknown field {key!r}; the record holds the 13 EHR features of "
-                              f"Table 2: {list(EHR_FEATURES)}")
-        if name in fields:
-            raise RecordError(f"{source}: field {name!r} is given twice (names are compared ignoring case)")
-        fields[name] = value
-    missing = [name for name in EHR_FEATURES if fields.get(name) is None]
-    if missing:
-        raise RecordError(f"{source}: missing required field(s) {missing}; all 13 EHR features of Table 2 are "
-                          "needed (the model was trained on complete records)")
-    out: dict[str, Any] = {}
-    for name in EHR_FEATURES:
-        if name.lower() in PAPER_VOCABULARY:
-            out[name] = _coded(name, fields[name], source)
-        else:
-            out[name] = _number(name, fields[name], source)
-    low, high = AGE_RANGE
-    if not low <= out["age"] <= high:
-        raise RecordError(f"{source}: field 'age': {out['age']:g} is outside {low}-{high} years")
-    for name in ("SCT_LONG_DIA", "SCT_PERP_DIA"):
-        if out[name] <= 0:
-            raise RecordError(f"{source}: field {name!r}: {out[name]:g} mm must be positive")
-    if out["SCT_PERP_DIA"] > out["SCT_LONG_DIA"]:
-        raise RecordError(f"{source}: field 'SCT_PERP_DIA': {out['SCT_PERP_DIA']:g} mm exceeds the longest "
-                          f"diameter SCT_LONG_DIA {out['SCT_LONG_DIA']:g} mm")
-    return out
-
-
-def read_patient_record(path: str | Path) -> dict[str, Any]:
-    """patient_record of a JSON file, errors naming the file."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: patient record not found") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RecordError(f"{path}: not valid JSON ({err})") from err
-    return patient_record(record, str(path))
 

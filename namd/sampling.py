@@ -6,8 +6,11 @@ it (diffusers' per-sample generator lists). So an image does not depend on the b
 or order that makes it, and one pair's K images can be re-made alone: bit-identical in float64,
 equal to float32 rounding otherwise (CPU/GPU kernels round differently per batch shape).
 
-No classifier-free guidance: the paper describes none (no condition dropout in training, no
-guidance scale) and samples with eps_theta(z^(1), z_t, t, C) directly.
+Classifier-free guidance on the context is an option, not the paper's method (it describes no
+condition dropout and no guidance scale, and samples with eps_theta(z^(1), z_t, t, C) directly):
+guidance_scale 1 (the default) is that plain sampler, one U-Net pass a step; w != 1 runs the
+U-Net with C and with the null context (zeros, Eq. 9's) and steps with
+eps_null + w (eps_C - eps_null) (Ho & Salimans 2022; the baseline latent is kept in both passes).
 """
 
 from __future__ import annotations
@@ -91,12 +94,19 @@ def ddim_step(
     *,
     eta: float,
     generator: torch.Generator | list[torch.Generator],
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """z_t -> z_{t-1}; the condition latents are channel-concatenated after z_t as in training."""
     model_input = scheduler.scale_model_input(latents, timestep)
     if condition_latents is not None:
         model_input = torch.cat([model_input, condition_latents], dim=1)
-    noise_pred = unet(model_input, timestep, encoder_hidden_states=context).sample
+    if guidance_scale == 1.0:
+        noise_pred = unet(model_input, timestep, encoder_hidden_states=context).sample
+    else:
+        both = unet(torch.cat([model_input, model_input]), timestep,
+                    encoder_hidden_states=torch.cat([context, torch.zeros_like(context)])).sample
+        with_context, null = both.chunk(2)
+        noise_pred = null + guidance_scale * (with_context - null)
     return scheduler.step(noise_pred, timestep, latents, eta=eta, generator=generator).prev_sample
 
 
@@ -136,6 +146,7 @@ def ddim_sample_one(
     num_inference_steps: int = 50,
     eta: float = 0.0,
     base_seed: int = 0,
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """Reference: one pair (condition (C, H, W), context (m, D)), one seed, the plain diffusers loop -> (C, H, W)."""
     scheduler = ddim_scheduler(scheduler, num_inference_steps, unet.device)
@@ -146,7 +157,8 @@ def ddim_sample_one(
         (1, *_latent_shape(unet, condition)), generator=generator, device=unet.device, dtype=unet.dtype
     ) * scheduler.init_noise_sigma
     for timestep in scheduler.timesteps:
-        latents = ddim_step(unet, scheduler, latents, timestep, condition, context, eta=eta, generator=generator)
+        latents = ddim_step(unet, scheduler, latents, timestep, condition, context, eta=eta, generator=generator,
+                            guidance_scale=guidance_scale)
     return latents[0].float().cpu()
 
 
@@ -164,6 +176,7 @@ def ddim_sample(
     batch_size: int = 64,
     base_seed: int = 0,
     progress: bool = True,
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """K follow-up latents per pair -> (N, K, C, H, W) float32 on the CPU.
 
@@ -171,7 +184,8 @@ def ddim_sample(
     schedule, sampled with DDIM over its betas (see ddim_scheduler). condition_latents (N, C', H, W)
     and context (N, m, D) are per pair (None: unconditional / null context); the N*K (pair, seed)
     samples run `batch_size` at a time, each batch gathering its pairs' condition and context, and
-    every sample equals ddim_sample_one's for its (pair, seed) up to float rounding.
+    every sample equals ddim_sample_one's for its (pair, seed) up to float rounding. guidance_scale:
+    classifier-free guidance on the context (module docstring); 1 samples without it.
     """
     pair_ids, seeds = [str(pair_id) for pair_id in pair_ids], [int(seed) for seed in seeds]
     n_pairs, n_seeds = len(pair_ids), len(seeds)
@@ -209,7 +223,8 @@ def ddim_sample(
             ) * scheduler.init_noise_sigma
             for timestep in scheduler.timesteps:
                 latents = ddim_step(
-                    unet, scheduler, latents, timestep, condition, batch_context, eta=eta, generator=batch_generators
+                    unet, scheduler, latents, timestep, condition, batch_context, eta=eta, generator=batch_generators,
+                    guidance_scale=guidance_scale,
                 )
             out[start:stop] = latents.float().cpu()
             bar.update(stop - start)

@@ -1,7 +1,7 @@
 # Clinical reference rows of Table 1 (issue 12, point 2): Brock and Lung-RADS from the test records.
-# Include before rules/evaluate.smk, whose table1 rule reads CLINICAL_ROWS.
+# The rows' names are namd.rows.CLINICAL_ROWS (rules/evaluate.smk's table1 rule reads them too).
 
-CLINICAL_ROWS = ["brock", "lungrads_baseline", "lungrads_followup"]
+from namd.rows import CLINICAL_ROWS
 
 
 rule clinical_scores:

@@ -4,7 +4,14 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-# the namd package beside this workflow, whether or not it is installed where snakemake runs
+# `import namd` without installing the package (envs/*.yaml, used under `snakemake --use-conda`,
+# install only third-party packages), in two places:
+# - the rule files themselves (this file imports namd.budget and namd.methods while the Snakefile
+#   is parsed): the workflow's folder goes first on this process's sys.path, here;
+# - a rule's `script:` (scripts/*.py, run by another Python: the rule's conda env, or a container):
+#   Snakemake appends the script's own folder, scripts/, to its sys.path, and scripts/namd is a
+#   symlink to ../namd. That finds the package whatever else Snakemake hands on (it passes this
+#   process's sys.path too, but not into a container).
 sys.path.insert(0, workflow.basedir)
 from namd.budget import STAGE1, method_params, trainer_budget
 from namd.methods import REUSES, trained_model_of, upstream_of

@@ -1,4 +1,5 @@
-from namd.evaluation.clinical import CLINICAL_ROWS, write_clinical_scores
+from namd.evaluation.clinical import write_clinical_scores
+from namd.rows import CLINICAL_ROWS
 from namd.workflow import rule_context
 
 with rule_context(snakemake):

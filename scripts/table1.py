@@ -7,7 +7,8 @@ from namd.workflow import rule_context
 
 with rule_context(snakemake) as log:
     evaluation = snakemake.params.evaluation
-    methods = {m: (get_method(m).group, get_method(m).stochastic) for m in snakemake.params.methods}
+    classes = {m: get_method(m) for m in snakemake.params.methods}
+    methods = {m: (c.group, c.stochastic) for m, c in classes.items()}
     table = build_table(
         dict(zip(snakemake.params.rows, snakemake.input.probs)),
         dict(zip(snakemake.params.methods, snakemake.input.image)),
@@ -23,5 +24,7 @@ with rule_context(snakemake) as log:
         seed=snakemake.params.seed,
         cohort_source=snakemake.params.cohort_source,
         extra_notes=[latex_escape(json.loads(open(snakemake.input.evaluator).read())["footnote"])],
+        titles={m: c.title for m, c in classes.items()},
+        latex_titles={m: c.latex_title for m, c in classes.items() if c.latex_title},
     )
     log.info("Table 1:\n%s", table.to_string())

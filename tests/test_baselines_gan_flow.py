@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import select, tiny_batch
 
 from namd.methods.base import DataSpec, MethodContext
 from namd.methods.blocks import ConvDecoder, ConvEncoder, ConvUNet, StridedEncoder, TimeEmbedding, merge_params, ssim
@@ -22,27 +23,9 @@ METHODS = list(TINY)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_batch(n=3, size=S, seed=0, ids=None):
-    g = torch.Generator().manual_seed(seed)
-    baseline = torch.rand(n, 1, size, size, generator=g) * 2 - 1
-    return {
-        "baseline": baseline,
-        "followup": (0.8 * baseline + 0.1 * torch.randn(n, 1, size, size, generator=g)).clamp(-1, 1),
-        "label": (torch.arange(n) % 2).float(),
-        "ehr": torch.randn(n, 13, generator=g),
-        "features": torch.randn(n, 4, generator=g),
-        "report": ["a report"] * n,
-        "pair_id": ids or [f"pair{i}" for i in range(n)],
-    }
-
-
 def build(cls, upstream=None, **extra):
     torch.manual_seed(0)
     return cls({**TINY[cls], **extra}, DataSpec(image_size=S), MethodContext(upstream=upstream or {}))
-
-
-def select(batch, index):
-    return {k: v[index] if isinstance(v, torch.Tensor) else [v[i] for i in index] for k, v in batch.items()}
 
 
 @pytest.mark.parametrize("cls", METHODS)
@@ -55,19 +38,19 @@ def test_method_attributes(cls):
 def test_one_training_step_changes_every_part(cls):
     method = build(cls)
     before = {k: v.clone() for k, v in method.state_dict().items()}
-    losses = method.training_step(make_batch(), method.configure_optimizers(), 0, 1.0)
+    losses = method.training_step(tiny_batch(), method.configure_optimizers(), 0, 1.0)
     assert all(math.isfinite(float(v.detach())) for v in losses.values()), losses
     changed = {k.split(".")[0] for k, v in method.state_dict().items() if not torch.equal(v, before[k])}
     parts = {"predictor", "critic"} if cls is McWGAN else {"encoder", "decoder", "probe", "velocity_net", "time"}
     assert parts <= changed
-    val = method.validation_losses(make_batch(seed=1))
+    val = method.validation_losses(tiny_batch(seed=1))
     assert math.isfinite(float(val["loss"]))
 
 
 @pytest.mark.parametrize("cls", METHODS)
 def test_generate_shape_and_range(cls):
     method = build(cls).eval()
-    out = method.generate(make_batch(), [0, 1])
+    out = method.generate(tiny_batch(), [0, 1])
     k = 2 if cls.stochastic else 1
     assert out.shape == (3, k, 1, S, S)
     assert out.abs().max() <= 1
@@ -76,13 +59,13 @@ def test_generate_shape_and_range(cls):
 @pytest.mark.parametrize("cls", [c for c in METHODS if not c.stochastic])
 def test_deterministic_methods_ignore_seeds(cls):
     method = build(cls).eval()
-    batch = make_batch()
+    batch = tiny_batch()
     assert torch.equal(method.generate(batch, [0]), method.generate(batch, [7]))
 
 
 def test_sde_samples_differ_across_seeds_and_not_across_batches():
     method = build(CorrFlowNetSDE).eval()
-    batch = make_batch(n=3)
+    batch = tiny_batch(n=3)
     out = method.generate(batch, [0, 1, 2])
     assert not torch.allclose(out[:, 0], out[:, 1])
     alone = method.generate(select(batch, [1]), [2])
@@ -104,11 +87,11 @@ def test_sampler_reaches_the_target_under_the_exact_drift(cls, monkeypatch):
 @pytest.mark.parametrize("cls", METHODS)
 def test_save_and_load_round_trip(cls, tmp_path):
     method = build(cls)
-    method.training_step(make_batch(), method.configure_optimizers(), 0, 1.0)
+    method.training_step(tiny_batch(), method.configure_optimizers(), 0, 1.0)
     method.eval()
     method.save_pretrained(tmp_path)
     loaded = cls.from_pretrained(tmp_path, MethodContext())
-    batch = make_batch(seed=3)
+    batch = tiny_batch(seed=3)
     torch.testing.assert_close(loaded.generate(batch, [0, 1]), method.generate(batch, [0, 1]))
 
 
@@ -124,7 +107,7 @@ def test_unknown_param_is_an_error():
 def test_mcwgan_without_perceptual_network_turns_the_term_off():
     method = build(McWGAN)
     assert method.lambda_perc == 0 and "perceptual loss off" in method.card_notes[0]
-    losses = method.training_step(make_batch(), method.configure_optimizers(), 0, None)
+    losses = method.training_step(tiny_batch(), method.configure_optimizers(), 0, None)
     assert "perceptual" not in losses
 
 
@@ -134,10 +117,10 @@ def test_mcwgan_perceptual_network_from_a_timm_folder(tmp_path):
 
     save_for_hf(timm.create_model("test_resnet", in_chans=1, num_classes=1), tmp_path / "clf")
     method = build(McWGAN, upstream={"perceptual": str(tmp_path / "clf")})
-    losses = method.training_step(make_batch(), method.configure_optimizers(), 0, 1.0)
+    losses = method.training_step(tiny_batch(), method.configure_optimizers(), 0, 1.0)
     assert math.isfinite(float(losses["perceptual"])) and method.lambda_perc == 1.0
     frozen_before = {k: v.clone() for k, v in method._loss_nets["perceptual"].state_dict().items()}
-    method.training_step(make_batch(seed=2), method.configure_optimizers(), 1, 1.0)
+    method.training_step(tiny_batch(seed=2), method.configure_optimizers(), 1, 1.0)
     assert all(torch.equal(v, method._loss_nets["perceptual"].state_dict()[k]) for k, v in frozen_before.items())
     assert not any("perceptual" in k or "_loss_nets" in k for k in method.state_dict())
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_batch
 
 from namd.methods.base import DataSpec, MethodContext
 from namd.methods.ddlcxr import DDLCXR
@@ -16,19 +17,6 @@ IFN_TINY = {"base_channels": 8, "channel_mult": [1, 2], "attention_sizes": [8], 
 DDL_TINY = {"vae_block_out_channels": [8, 16], "vae_norm_groups": 4, "latent_channels": 2, "d_model": 16,
             "ehr_heads": 2, "ehr_feedforward": 32, "unet_block_out_channels": [16, 32], "unet_heads": 2,
             "unet_norm_groups": 8, "num_train_timesteps": 100, "ddim_steps": 3, "generate_batch_size": 5}
-
-
-def make_batch(n=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "baseline": torch.rand(n, 1, S, S, generator=g) * 2 - 1,
-        "followup": torch.rand(n, 1, S, S, generator=g) * 2 - 1,
-        "label": torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0][:n]),
-        "ehr": torch.randn(n, 13, generator=g),
-        "features": torch.randn(n, 4, generator=g),
-        "report": ["r"] * n,
-        "pair_id": [f"p{seed}_{i}" for i in range(n)],
-    }
 
 
 def build(cls, params, **extra):
@@ -49,7 +37,7 @@ def changed(before, module, prefix):
 def sample_checks(method):
     """Shape and range, seeds differ, and a pair's sample does not depend on its batch."""
     method.eval()
-    batch = make_batch()
+    batch = tiny_batch()
     out = method.generate(batch, [0, 1])
     assert out.shape == (3, 2, 1, S, S)
     assert torch.isfinite(out).all() and out.abs().max() <= 1
@@ -75,12 +63,12 @@ def test_euler_maruyama_integrates_a_constant_drift_exactly():
 
 def test_imageflownet_trains_autoencoder_then_flows():
     method = build(ImageFlowNetSDE, IFN_TINY, flow_start_fraction=0.1, warmup_fraction=0.0, lr=1e-2)
-    assert len(method.flows) == len(method.autoencoder.encode(make_batch()["baseline"]))
+    assert len(method.flows) == len(method.autoencoder.encode(tiny_batch()["baseline"]))
     opts = method.configure_optimizers()
     method.configure_schedulers(opts, 10)  # no warm-up: the first step has lr > 0; flows from step 1
     method.train()
     before = snapshot(method)
-    losses = method.training_step(make_batch(), opts, 5, 1.0)
+    losses = method.training_step(tiny_batch(), opts, 5, 1.0)
     assert float(losses["flow_on"]) == 1.0
     assert all(torch.isfinite(v) for v in losses.values())
     # step 5 >= 0.1 x 10 steps: both phases ran; phase (b) alone moves the flows
@@ -91,7 +79,7 @@ def test_imageflownet_trains_autoencoder_then_flows():
     gated.configure_schedulers(opts, 10)
     gated.train()
     before = snapshot(gated)
-    losses = gated.training_step(make_batch(), opts, 5, 1.0)
+    losses = gated.training_step(tiny_batch(), opts, 5, 1.0)
     assert float(losses["flow_on"]) == 0.0
     assert changed(before, gated, "autoencoder.") and not changed(before, gated, "flows.")
 
@@ -100,11 +88,11 @@ def test_imageflownet_flow_switches_on_after_validation_psnr():
     method = build(ImageFlowNetSDE, IFN_TINY, flow_start_fraction=1.0, psnr_threshold=-100.0)
     opts = method.configure_optimizers()
     method.configure_schedulers(opts, 10)
-    val = method.validation_losses(make_batch())
+    val = method.validation_losses(tiny_batch())
     assert {"loss", "recon_psnr", "pred_psnr"} <= set(val)
     assert not bool(method.flow_on)
     method.train()
-    method.training_step(make_batch(), opts, 0, 1.0)
+    method.training_step(tiny_batch(), opts, 0, 1.0)
     assert bool(method.flow_on)
 
 
@@ -113,7 +101,7 @@ def test_imageflownet_samples_and_round_trips(tmp_path):
     out = sample_checks(method)
     method.save_pretrained(tmp_path)
     loaded = ImageFlowNetSDE.from_pretrained(tmp_path, MethodContext(seed=7)).eval()
-    torch.testing.assert_close(loaded.generate(make_batch(), [0, 1]), out)
+    torch.testing.assert_close(loaded.generate(tiny_batch(), [0, 1]), out)
 
 
 def test_imageflownet_rejects_bad_params():
@@ -130,12 +118,12 @@ def test_ddlcxr_trains_autoencoder_then_diffusion():
     method.configure_schedulers(opts, 10)  # steps 0-3 autoencoder, 4-9 diffusion
     method.train()
     before = snapshot(method)
-    losses = method.training_step(make_batch(), opts, 0, 1.0)
+    losses = method.training_step(tiny_batch(), opts, 0, 1.0)
     assert all(torch.isfinite(v) for v in losses.values()) and float(losses["vae_label_weight"]) > 0
     assert changed(before, method, "vae.") and not changed(before, method, "unet.")
 
     before = snapshot(method)
-    losses = method.training_step(make_batch(), opts, 5, 1.0)
+    losses = method.training_step(tiny_batch(), opts, 5, 1.0)
     assert {"eps_mse", "hinge", "ehr_label"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
     assert changed(before, method, "unet.") and changed(before, method, "ehr_encoder.")
@@ -146,7 +134,7 @@ def test_ddlcxr_needs_the_run_length():
     method = build(DDLCXR, DDL_TINY)
     opts = method.configure_optimizers()
     with pytest.raises(RuntimeError, match="ddlcxr: call configure_schedulers"):
-        method.training_step(make_batch(), opts, 0, 1.0)
+        method.training_step(tiny_batch(), opts, 0, 1.0)
     with pytest.raises(ValueError, match="leaves no step for the diffusion model"):
         build(DDLCXR, DDL_TINY, autoencoder_fraction=1.0).configure_schedulers(opts, 10)
 
@@ -156,7 +144,7 @@ def test_ddlcxr_samples_and_round_trips(tmp_path):
     out = sample_checks(method)
     method.save_pretrained(tmp_path)
     loaded = DDLCXR.from_pretrained(tmp_path, MethodContext(seed=7)).eval()
-    torch.testing.assert_close(loaded.generate(make_batch(), [0, 1]), out)
+    torch.testing.assert_close(loaded.generate(tiny_batch(), [0, 1]), out)
 
 
 @pytest.mark.parametrize("cls, params", [(ImageFlowNetSDE, {**IFN_TINY, "flow_start_fraction": 0.5}),
@@ -165,7 +153,7 @@ def test_fit_trains_end_to_end(tmp_path, cls, params):
     """The generic trainer runs both stages / phases within the step budget (the last epoch partial)
     and keeps a finite validation loss."""
     method = build(cls, params)
-    data = [{k: v[i] for k, v in make_batch(6, seed=1).items()} for i in range(6)]
+    data = [{k: v[i] for k, v in tiny_batch(6, seed=1).items()} for i in range(6)]
     result = fit(method, data[:4], data[4:], TrainSettings(max_steps=5, batch_size=2), tmp_path, progress=False)
     assert result.steps == 5 and result.epochs_run == 3 and math.isfinite(result.best_val_loss)
     # the second phase is placed by the budget: ImageFlowNet's flows from step 3 of 5, DDL-CXR's LDM from step 2

@@ -2,16 +2,15 @@
 
 import re
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from namd.budget import STAGE1, budget_rows, trainer_budget
 from namd.config import load_config
 from namd.methods import LDM_FAMILY, REUSES, UnknownMethodError, known_methods, upstream_of
 from namd.training import budget_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import budget_table  # noqa: E402
 

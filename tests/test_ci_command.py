@@ -1,9 +1,8 @@
 """`.ci/run` runs exactly README's test command, so what CI checks is what a newcomer runs."""
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def test_ci_runs_the_readme_test_command():

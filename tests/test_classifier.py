@@ -1,12 +1,12 @@
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 import torch
+from conftest import ROOT
 from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 from timm.models.vision_transformer import VisionTransformer
@@ -35,7 +35,6 @@ from namd.stages.classifier import (
 )
 from namd.training import TrainSettings, fit
 
-ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = dict(image_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2)
 

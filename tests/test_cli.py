@@ -183,7 +183,7 @@ def _pair_tables(results):
 
 
 def test_example_writes_a_valid_record_and_the_predict_command(tmp_path, capsys):
-    from namd.pipeline import patient_record
+    from namd.data.records import patient_record
 
     _pair_tables(tmp_path / "results")
     assert main(["example", "P1_N1_T0T1", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "ex")]) == 0

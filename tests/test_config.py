@@ -1,11 +1,8 @@
-from pathlib import Path
-
 import pytest
 import yaml
+from conftest import ROOT
 
 from namd.config import ConfigError, load_config, validate_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def default():

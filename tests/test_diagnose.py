@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT
 from scipy import ndimage
 
 from namd.data.crops import save_crops, window_to_unit
@@ -16,7 +17,6 @@ from namd.methods.base import DataSpec, MethodContext
 from namd.models.unet import build_unet
 from namd.models.vae import NoduleAlignedVAE, build_vae
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import diagnose_progression as dp  # noqa: E402
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 PROJECT_PINS = {canonicalize_name(r.name): r for r in map(Requirement, PYPROJECT["dependencies"])}
@@ -111,12 +111,23 @@ def module_file(name: str) -> tuple[Path, str] | None:
     return None
 
 
+def method_modules() -> set[str]:
+    """What `get_method` imports at run time, which no import statement shows: every method module."""
+    from namd.methods import get_method_module, known_methods
+
+    return {get_method_module(name) for name in known_methods()}
+
+
 def third_party_imports(script: Path) -> set[str]:
-    """Top-level names of non-stdlib, non-namd modules the script needs, following namd."""
+    """Top-level names of non-stdlib, non-namd modules the script needs, following namd (and the
+    method modules, where the script calls get_method)."""
     todo, seen, outside = [(script, None)], set(), set()
     while todo:
         path, package = todo.pop()
-        for module in imports_of(path, package):
+        modules = imports_of(path, package)
+        if path == script and "get_method(" in path.read_text():
+            modules |= method_modules()
+        for module in modules:
             top = module.split(".")[0]
             if top != "namd":
                 if top not in sys.stdlib_module_names:
@@ -150,6 +161,10 @@ def installed_closure(names: set[str]) -> set[str]:
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(canonicalize_name(req.name))
     return closure
+
+
+def test_import_scan_follows_get_method_into_the_method_modules():
+    assert "diffusers" in third_party_imports(ROOT / "scripts/table1.py")  # titles and groups: the classes
 
 
 def test_import_scan_follows_namd_and_relative_imports():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import select, tiny_batch
 from diffusers import FluxTransformer2DModel
 
 from namd.methods.base import DataSpec, MethodContext
@@ -32,23 +33,6 @@ def build(vae_dir=None, **extra):
     return Flux({**TINY, **extra}, DataSpec(image_size=S), MethodContext(upstream=upstream))
 
 
-def make_batch(n=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    reports = ["A solid nodule, 6 mm in size, in the right upper lobe.", "A ground glass nodule.", "No family history."]
-    return {
-        "baseline_latent": torch.randn(n, 4, 8, 8, generator=g),
-        "followup_latent": torch.randn(n, 4, 8, 8, generator=g),
-        "baseline": torch.rand(n, 1, S, S, generator=g) * 2 - 1,
-        "followup": torch.rand(n, 1, S, S, generator=g) * 2 - 1,
-        "report": [reports[i % 3] for i in range(n)],
-        "pair_id": [f"pair{i}" for i in range(n)],
-    }
-
-
-def select(batch, index):
-    return {k: v[index] if isinstance(v, torch.Tensor) else [v[i] for i in index] for k, v in batch.items()}
-
-
 def test_packing_round_trip_and_ids():
     latents = torch.randn(2, 4, 8, 6)
     tokens = pack_latents(latents)
@@ -68,17 +52,17 @@ def test_one_training_step_changes_the_transformer_only():
     method = build()
     assert all(k.startswith("transformer.") for k in method.state_dict())  # text model and VAE stay outside
     before = {k: v.clone() for k, v in method.state_dict().items()}
-    losses = method.training_step(make_batch(), method.configure_optimizers(), 0, 1.0)
+    losses = method.training_step(tiny_batch(), method.configure_optimizers(), 0, 1.0)
     assert math.isfinite(losses["loss"].item())
     changed = {k.split(".")[1] for k, v in method.state_dict().items() if not torch.equal(v, before[k])}
     assert {"x_embedder", "context_embedder", "time_text_embed", "transformer_blocks",
             "single_transformer_blocks", "proj_out"} <= changed
-    assert math.isfinite(float(method.validation_losses(make_batch(seed=1))["loss"]))
+    assert math.isfinite(float(method.validation_losses(tiny_batch(seed=1))["loss"]))
 
 
 def test_generate_shape_seeds_and_batch_invariance(vae_dir):
     method = build(vae_dir).eval()
-    batch = make_batch()
+    batch = tiny_batch()
     out = method.generate(batch, [0, 1])
     assert out.shape == (3, 2, 1, S, S) and out.abs().max() <= 1
     assert not torch.allclose(out[:, 0], out[:, 1])  # seeds differ
@@ -90,7 +74,7 @@ def test_generate_shape_seeds_and_batch_invariance(vae_dir):
 
 def test_generate_needs_the_upstream_vae():
     with pytest.raises(ValueError, match=r"flux: generation needs the trained VAE"):
-        build().eval().generate(make_batch(), [0])
+        build().eval().generate(tiny_batch(), [0])
 
 
 def test_save_and_load_round_trip(vae_dir, tmp_path):
@@ -100,7 +84,7 @@ def test_save_and_load_round_trip(vae_dir, tmp_path):
     plain = FluxTransformer2DModel.from_pretrained(tmp_path / "transformer")  # diffusers' own format
     assert plain.config.in_channels == 32 and plain.config.out_channels == 16
     loaded = Flux.from_pretrained(tmp_path, MethodContext(upstream={"vae": vae_dir}))
-    batch = make_batch(2)
+    batch = tiny_batch(2)
     assert torch.equal(loaded.generate(batch, [5]), method.generate(batch, [5]))
 
 
@@ -122,7 +106,7 @@ def test_fine_tunes_a_pretrained_checkpoint(tmp_path):
     weight = method.transformer.x_embedder.weight
     assert weight.shape == (32, 32) and torch.equal(weight[:, 16:], torch.zeros(32, 16))
     # zero-initialised baseline channels: the widened model starts as the loaded one
-    batch = make_batch(2)
+    batch = tiny_batch(2)
     noisy, sigma = pack_latents(batch["followup_latent"]), torch.tensor([0.3, 0.8])
     text, pooled = method.encode_reports(batch["report"])
     ids = image_ids(8, 8, "cpu")

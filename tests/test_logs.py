@@ -2,18 +2,18 @@
 
 import io
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import tqdm
 import tqdm.auto
+from conftest import ROOT
 
 from namd.progress import progress_bar
 from namd.training import TrainableModule, TrainSettings, fit
 from namd.workflow import rule_context
 
-PACKAGE = Path(__file__).resolve().parents[1] / "namd"
+PACKAGE = ROOT / "namd"
 
 
 class _Line(TrainableModule):

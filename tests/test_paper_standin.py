@@ -9,14 +9,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config.yaml", ROOT / "configs" / "paper.yaml", ROOT / "configs" / "paper-standin.yaml"]
 
 

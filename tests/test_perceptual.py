@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT
 from safetensors.torch import save_file
 from scipy.stats import spearmanr
 
@@ -27,7 +28,6 @@ from namd.models.perceptual import (
 )
 from namd.stages.perceptual import train_perceptual
 
-ROOT = Path(__file__).resolve().parents[1]
 S = 16
 PARAMS = {"name": "resnet18", "pretrained_file": None, "width": 8, "blocks": 1, "epochs": 25, "batch_size": 8,
           "lr": 3e-3, "weight_decay": 0.0}

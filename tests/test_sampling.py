@@ -103,6 +103,34 @@ def test_unconditional_sampling_uses_the_null_context(inputs):
     assert (conditioned - zeros).abs().amax() > 1e-3
 
 
+def test_guidance_scale_mixes_the_context_and_null_predictions(inputs):
+    """CFG (an option): w = 1 is the plain sampler, w = 0 the null context's, and any w steps with
+    eps_null + w (eps_C - eps_null), here checked one DDIM step against the two U-Net passes."""
+    from namd.sampling import ddim_scheduler, ddim_step
+
+    condition, context = inputs
+    unet = tiny_unet()
+    kwargs = dict(num_inference_steps=STEPS, progress=False)
+    plain = ddim_sample(unet, SCHEDULER_CONFIG, condition, context, PAIRS, SEEDS, **kwargs)
+    torch.testing.assert_close(plain, ddim_sample(unet, SCHEDULER_CONFIG, condition, context, PAIRS, SEEDS,
+                                                  guidance_scale=1.0, **kwargs), atol=0, rtol=0)
+    null = ddim_sample(unet, SCHEDULER_CONFIG, condition, None, PAIRS, SEEDS, **kwargs)
+    torch.testing.assert_close(null, ddim_sample(unet, SCHEDULER_CONFIG, condition, context, PAIRS, SEEDS,
+                                                 guidance_scale=0.0, **kwargs))
+    guided = ddim_sample(unet, SCHEDULER_CONFIG, condition, context, PAIRS, SEEDS, guidance_scale=3.0, **kwargs)
+    assert (guided - plain).abs().amax() > 1e-3
+
+    scheduler = ddim_scheduler(SCHEDULER_CONFIG, STEPS, unet.device)
+    t = scheduler.timesteps[0]
+    z = torch.randn(3, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    eps = {name: unet(torch.cat([z, condition.double()], 1), t, encoder_hidden_states=c.double()).sample
+           for name, c in (("context", context), ("null", torch.zeros_like(context)))}
+    expected = scheduler.step(eps["null"] + 3.0 * (eps["context"] - eps["null"]), t, z).prev_sample
+    step = ddim_step(unet, scheduler, z, t, condition.double(), context.double(), eta=0.0, generator=None,
+                     guidance_scale=3.0)
+    torch.testing.assert_close(step, expected)
+
+
 def test_bad_inputs_are_named(inputs):
     condition, context = inputs
     unet = tiny_unet(dtype=torch.float32)

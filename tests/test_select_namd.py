@@ -1,12 +1,11 @@
 """tools/select_namd.py: variants parse and apply as stated, the growth metrics mean what they say."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import select_namd as sn  # noqa: E402
 

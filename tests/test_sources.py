@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 from transformers import AutoConfig, Gemma3ForCausalLM
 
 from namd.models.text_encoder import load_text_model
@@ -17,7 +18,6 @@ from namd.models.unet import build_unet
 from namd.models.vae import build_vae
 from namd.sources import ConfigSourceError, check_config_sources
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import standin_weights  # noqa: E402
 

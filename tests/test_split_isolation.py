@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT
 
 from namd.data.crops import load_crops, save_crops
 from namd.data.dataset import Cohort, CohortDataError, ImageDataset, PairDataset
 from namd.data.nlst import EHR_FEATURES
 from namd.data.splits import PARTS, SplitDataError, write_split_files
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"default": ["config.yaml"], "tiny": ["config.yaml", "configs/tiny.yaml"],
            "paper": ["config.yaml", "configs/paper.yaml"]}
 

@@ -2,16 +2,15 @@
 
 import socket
 import sys
-from pathlib import Path
 
 import pytest
 import timm
 import torch
+from conftest import ROOT
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, GemmaTokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import standin_weights as standin  # noqa: E402
 

@@ -1,16 +1,16 @@
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from namd.models.frozen import FrozenReportEncoder, llm_context_dim
 from namd.models.text_encoder import SOFT_PROMPTS_FILE, SoftPromptContextEncoder
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(ROOT / "tools"))
 import standin_weights  # noqa: E402
 
 SHORT = "A solid nodule, 4 mm in size is present in the left upper lobe."

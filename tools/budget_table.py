@@ -19,8 +19,7 @@ import pandas as pd
 
 from namd.budget import STAGE1, budget_rows
 from namd.config import load_config
-from namd.methods import LDM_FAMILY, REUSES
-from namd.stages.evaluate import TITLES
+from namd.methods import LDM_FAMILY, REUSES, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [ROOT / "results/data/trainval/pairs.csv", ROOT / "results/data/pairs.csv"]
@@ -64,7 +63,7 @@ def markdown(config: dict, n_train: int | None, bench: Path) -> str:
         if row["pretrain_steps"]:
             seen += f" + {row['stage1_images_seen']:,} unpaired latents"
         steps = f"{row['pretrain_steps']:,} + {row['paired_steps']:,} = {row['total_steps']:,}"
-        lines.append(f"| {TITLES.get(method, method)} | `{method}` | {steps} | {row['batch_size']} | {seen} | "
+        lines.append(f"| {get_method(method).title} | `{method}` | {steps} | {row['batch_size']} | {seen} | "
                      f"{row['initialisation']} | {wall_time(bench, method, config['methods'][method].get('vae'))} |")
     budget = config["budget"]
     reused = [f"`{m}` samples `{REUSES[m]}`'s trained model and trains nothing"

@@ -47,10 +47,11 @@ from sklearn.metrics import roc_auc_score
 from namd.config import load_config
 from namd.data.crops import crop_rows, load_crops
 from namd.data.nlst import report_text
+from namd.data.records import patient_record
 from namd.evaluation.readout import ReadoutSettings, crop_spacings, measure_crops
 from namd.io import atomic_output
 from namd.models.vae import decode_latents, encode_latents, load_vae
-from namd.pipeline import NAMDPipeline, patient_record
+from namd.pipeline import NAMDPipeline
 from namd.runtime import select_device
 from namd.sampling import ddim_sample
 

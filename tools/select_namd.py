@@ -42,8 +42,10 @@ from namd.stages.methods import generate_method, train_method
 from namd.stages.progression import split_readouts
 
 ROOT = Path(__file__).resolve().parents[1]
+#: a json of overrides -> a folder name
+SLUG = str.maketrans({c: "_" for c in ' {}":,/'})
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
-SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size"}
+SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale"}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -141,18 +143,19 @@ def main() -> None:
         params = apply(base, overrides)
         start = time.time()
         trained = models / "namd"
-        if set(overrides) - SAMPLER_KEYS:
-            trained = args.work / name / "model"
+        training = {k: v for k, v in overrides.items() if k not in SAMPLER_KEYS}
+        if training:  # one training per set of training overrides, shared by the variants that sample it
+            trained = args.work / ("trained-" + json.dumps(training, sort_keys=True).translate(SLUG)) / "model"
             if not (trained / "method.json").is_file():
                 make_deterministic(seed, args.threads)
-                train_method("namd", params, pairs_csv, crops_npz, latents, upstream, trained,
-                             args.work / name / "state", seed=seed)
-        elif overrides:  # sampler keys only: the run's model, sampled with the variant's settings
-            trained = args.work / name / "model"
+                train_method("namd", apply(base, training), pairs_csv, crops_npz, latents, upstream, trained,
+                             trained.parent / "state", seed=seed)
+        if len(training) < len(overrides):  # sampler keys: that model, sampled with the variant's settings
+            source, trained = trained, args.work / name / "model"
             shutil.rmtree(trained, ignore_errors=True)
-            shutil.copytree(models / "namd", trained)
+            shutil.copytree(source, trained)
             meta = json.loads((trained / "method.json").read_text())
-            meta["params"].update(overrides)
+            meta["params"] = params
             (trained / "method.json").write_text(json.dumps(meta, indent=2))
         val_loss = float(pd.read_csv(trained / "history.csv")["val_loss"].min())
         out_npz = args.work / name / "val.npz"

@@ -49,10 +49,10 @@ from namd.data.brock import GROUND_GLASS, PART_SOLID, SOLID, UPPER_LOBES, brock_
 from namd.data.nlst import PAPER_VOCABULARY, YES_NO_FIELDS, read_nlst_table, to_nlst_codes
 from namd.evaluation.metrics import PROBS_COLUMNS
 from namd.io import atomic_output
+from namd.rows import CLINICAL_ROWS
 
 LOG = logging.getLogger(__name__)
 
-CLINICAL_ROWS = ("brock", "lungrads_baseline", "lungrads_followup")
 LUNG_RADS_CATEGORIES = ("2", "3", "4A", "4B", "4X")
 PART_SOLID_SOLID_FRACTION = 0.5
 GROWTH_MM = 1.5

@@ -53,6 +53,8 @@ class UnknownMethodError(KeyError):
 def register(cls):
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no name")
+    if "title" not in vars(cls):  # its own: an inherited title would give two rows one name
+        raise ValueError(f"{cls.__qualname__} ({cls.name}) sets no title (GenerativeMethod.title)")
     _REGISTRY[cls.name] = cls
     return cls
 

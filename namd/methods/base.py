@@ -51,6 +51,10 @@ class GenerativeMethod(TrainableModule):
     """
 
     name: ClassVar[str] = ""
+    #: the row's title in Table 1, the progression table and the figures (every registered method sets it)
+    title: ClassVar[str]
+    #: the title in LaTeX, where plain text would not do (None: `title`, escaped)
+    latex_title: ClassVar[str | None] = None
     stochastic: ClassVar[bool] = False
     #: Table 1 row group
     group: ClassVar[str] = "Stochastic Methods"
@@ -66,6 +70,26 @@ class GenerativeMethod(TrainableModule):
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], seeds: Sequence[int]) -> torch.Tensor:
+        """Follow-ups of the batch's pairs, one per seed.
+
+        Args:
+            batch: B pairs as the class docstring lists them (a DataLoader batch of
+                namd.data.dataset.PairDataset, whose Cohort holds the VAE's latents where the method has one).
+            seeds: the K sample seeds; sample (pair_id, seed) is the same in any batch. A
+                deterministic method (stochastic = False) is given [0].
+
+        Returns:
+            torch.Tensor: (B, K, 1, S, S) in [-1, 1].
+
+        Example:
+            ```py
+            >>> from namd.methods import get_method
+            >>> from namd.methods.base import MethodContext
+            >>> method = get_method("namd").from_pretrained("results/models/namd", MethodContext(device="cpu"))
+            >>> method.generate(batch, seeds=range(20)).shape  # (B, 20, 1, S, S)
+            ```
+            namd.generate.generate_followups runs this over a whole split and saves the samples.
+        """
         raise NotImplementedError
 
     # -- persistence: weights as safetensors beside a json of what built them ------------------
@@ -76,12 +100,27 @@ class GenerativeMethod(TrainableModule):
         (out_dir / "method.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
-    def read_meta(cls, out_dir: Path) -> dict:
-        meta_path = out_dir / "method.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path}: no saved method here (was the training rule run?)")
-        meta = json.loads(meta_path.read_text())
-        if meta["method"] != cls.name:
+    def read_meta(cls, out_dir: str | Path) -> dict:
+        """method.json of a saved method: {"method", "params", "spec", ...} as write_meta wrote it.
+
+        On a method class the file must hold that method; on GenerativeMethod itself, any method
+        (what namd.pipeline.NAMDPipeline.from_workflow reads before it knows which).
+
+        Raises:
+            FileNotFoundError: the folder holds no method.json.
+            ValueError: method.json is not valid JSON, names no method, or names another method;
+                the message names the file.
+        """
+        meta_path = Path(out_dir) / "method.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: no such file; no saved method here (was the training rule run?)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{meta_path}: not valid JSON ({err})") from err
+        if not isinstance(meta, dict) or not isinstance(meta.get("method"), str):
+            raise ValueError(f"{meta_path}: names no method (a method.json holds method, params and spec)")
+        if cls.name and meta["method"] != cls.name:
             raise ValueError(f"{meta_path}: holds method {meta['method']!r}, not {cls.name!r}")
         return meta
 

@@ -78,6 +78,7 @@ class CorrFlowNetODE(GenerativeMethod):
     """Correlational autoencoder + straight-path latent flow, integrated by Euler from z1."""
 
     name = "corrflownet_ode"
+    title = "CorrFlowNet (ODE)"
     stochastic = False
     group = "Deterministic Methods"
     reference = "Wu et al., arXiv 2511.18185, 2025 (CorrFlowNet); CorrNet: Chandar et al., Neural Comput. 2016"
@@ -183,6 +184,7 @@ class CorrFlowNetSDE(CorrFlowNetODE):
     """The same model trained on the Brownian bridge (sigma > 0) and sampled by Euler-Maruyama."""
 
     name = "corrflownet_sde"
+    title = "CorrFlowNet (SDE)"
     stochastic = True
     group = "Stochastic Methods"
     defaults = {**DEFAULTS, "sigma": 0.1}  # sigma: bridge noise scale, in latent units

@@ -136,6 +136,7 @@ class DDLCXR(GenerativeMethod):
     """DDL-CXR: a from-scratch KL autoencoder, then an LDM conditioned on the baseline latent and the EHR."""
 
     name = "ddlcxr"
+    title = "DDL-CXR"
     stochastic = True
     group = "Stochastic Methods"
     reference = "Yao et al. 2024, DDL-CXR (Chenliu-svg/DDL-CXR, AutoencoderKLLabel + DDL_CXR_LDM)"

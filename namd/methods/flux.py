@@ -117,6 +117,7 @@ class Flux(GenerativeMethod):
     """A rectified-flow MM-DiT on packed latents, the baseline as extra channels, the report as text stream."""
 
     name = "flux"
+    title = "Flux (Rectified Flow)"
     stochastic = True
     group = "Stochastic Methods"
     reference = (

@@ -205,6 +205,7 @@ class ImageFlowNetSDE(GenerativeMethod):
     """ImageFlowNet (SDE): a U-Net's multiscale latents evolved by per-scale neural SDEs."""
 
     name = "imageflownet_sde"
+    title = "ImageFlowNet (SDE)"
     stochastic = True
     group = "Stochastic Methods"
     reference = "Liu et al. 2025, ImageFlowNet (KrishnaswamyLab/ImageFlowNet, ImageFlowNetSDE, train_2pt_all.py)"

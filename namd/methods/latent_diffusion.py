@@ -7,6 +7,10 @@ starts from the unconditional stage (Eq. 9) on its own VAE's latents, widened to
 with zero weights for the baseline latent, so it spends the budget's pretrain_steps there and
 paired_steps here (`namd.budget`). Subclasses say how the report becomes the context C.
 
+`ldm.guidance` (a departure, off by default and in configs/paper.yaml): context_dropout replaces a
+training pair's C by the null context (zeros, Eq. 9's) with that probability, and scale != 1
+samples with classifier-free guidance on C (namd.sampling). The whole family gets the same.
+
 Saved with the ecosystem's own formats: `unet/` and `scheduler/` load with plain
 `UNet2DConditionModel.from_pretrained` / `DDPMScheduler.from_pretrained`.
 """
@@ -73,8 +77,17 @@ class LatentDiffusionMethod(GenerativeMethod):
             groups.append({"params": text, "lr": self.params["prompt_lr"]})
         return {"diffusion": torch.optim.AdamW(groups, weight_decay=self.params.get("weight_decay", 0.0))}
 
+    def guidance(self) -> dict[str, float]:
+        """ldm.guidance's settings; models saved before the option existed sample without guidance."""
+        return {"context_dropout": 0.0, "scale": 1.0, **self.params.get("guidance", {})}
+
     def losses(self, batch):
         context = self.report_context(batch["report"])
+        dropout = self.guidance()["context_dropout"]
+        if dropout > 0 and self.training:  # no draw at 0 (the paper's training draws the same numbers as before),
+            # none in validation (its loss compares epochs and settings on the pairs' own C)
+            keep = torch.rand(context.shape[0], device=context.device) >= dropout
+            context = context * keep[:, None, None].to(context.dtype)
         loss = denoising_loss(self.unet, self.noise_scheduler, batch["followup_latent"], context,
                               condition_latents=batch["baseline_latent"])
         return {"loss": loss}
@@ -86,6 +99,9 @@ class LatentDiffusionMethod(GenerativeMethod):
                                                  latent_channels=self.params["latent_channels"], method=self.name))
         return self._decoder[0].to(self.unet.device)
 
+    def guidance_scale(self) -> float:
+        return float(self.guidance()["scale"])
+
     @torch.no_grad()
     def generate(self, batch, seeds):
         context = self.report_context(batch["report"])  # once per batch, shared by all K seeds
@@ -93,6 +109,7 @@ class LatentDiffusionMethod(GenerativeMethod):
             self.unet, self.noise_scheduler.config, batch["baseline_latent"], context, batch["pair_id"], seeds,
             num_inference_steps=self.params["ddim_steps"], eta=self.params["eta"],
             batch_size=self.params["sample_batch_size"], base_seed=self.context.seed, progress=False,
+            guidance_scale=self.guidance_scale(),
         )
         n, k = latents.shape[:2]
         images = decode_latents(self.decoder(), latents.flatten(0, 1).to(self.unet.device))

@@ -81,6 +81,7 @@ class Critic(nn.Module):
 @register
 class McWGAN(GenerativeMethod):
     name = "mcwgan"
+    title = "McWGAN"
     stochastic = False
     group = "Deterministic Methods"
     reference = "Wang et al., Cancers 16(12):2229, 2024 (GP-WGAN); WGAN-GP: Gulrajani et al., NeurIPS 2017"

@@ -24,6 +24,7 @@ from namd.models.text_encoder import SoftPromptContextEncoder
 @register
 class NAMD(LatentDiffusionMethod):
     name = "namd"
+    title = "NAMD (Ours)"
     group = "NAMD"
     reference = "Song, Wang, Zhou, Shen: NAMD (arXiv 2603.15932), Sections 3.2-3.3, Appendix B"
     #: the context cross-attention reads: "report" (C, Eqs. 7-8) or "null" (Eq. 9's zeros)
@@ -54,6 +55,8 @@ class NAMD(LatentDiffusionMethod):
 @register
 class NAMDWithoutAlignment(NAMD):
     name = "namd_unaligned"
+    title = "NAMD (w/o L_align)"
+    latex_title = r"NAMD (w/o $\mathcal{L}_{\text{align}}$)"
     group = "Ablation"
 
 
@@ -62,11 +65,15 @@ class NAMDNullContext(NAMD):
     """NAMD's trained U-Net and prompts, sampled with the null context its stage 1 was trained with."""
 
     name = "namd_no_context"
+    title = "NAMD (null context)"
     group = "Ablation"
     sample_context = "null"
 
     def losses(self, batch):
         raise TypeError(f"{self.name} trains nothing: it samples the trained {REUSES[self.name]!r} model")
+
+    def guidance_scale(self):
+        return 1.0  # guidance towards the null context is the null context's own sample
 
     @classmethod
     def read_meta(cls, out_dir):

@@ -27,6 +27,7 @@ from namd.models.frozen import FrozenReportEncoder
 @register
 class StableDiffusion15(LatentDiffusionMethod):
     name = "sd15"
+    title = "SD1.5"
     group = "Stochastic Methods"
     reference = "Rombach et al., CVPR 2022 (Stable Diffusion v1.5 architecture)"
 

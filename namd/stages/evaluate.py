@@ -21,30 +21,12 @@ from namd.evaluation.classifier import load_classifier
 from namd.evaluation.image_metrics import image_quality
 from namd.evaluation.metrics import check_complete, diagnosis_metrics
 from namd.evaluation.significance import compare_rows
-from namd.evaluation.clinical import CLINICAL_ROWS, table_notes
+from namd.evaluation.clinical import table_notes
 from namd.evaluation.table import build_table1, latex_escape, row_result, to_csv, to_latex
 from namd.generate import load_generated
-from namd.rows import REAL_ROWS
+from namd.rows import CLINICAL_ROWS, REFERENCE_ROWS
 
 LOG = logging.getLogger(__name__)
-
-#: titles of the rows that are no generative method: the real images and the clinical scores (CLINICAL_ROWS)
-REFERENCE_ROWS = {**REAL_ROWS, "brock": "Brock (PanCan) model", "lungrads_baseline": "Lung-RADS v2022 (baseline)",
-                  "lungrads_followup": "Lung-RADS v2022 (real follow-up)"}
-#: Table 1's names of the generative rows
-TITLES = {
-    "mcwgan": "McWGAN",
-    "corrflownet_ode": "CorrFlowNet (ODE)",
-    "sd15": "SD1.5",
-    "flux": "Flux (Rectified Flow)",
-    "ddlcxr": "DDL-CXR",
-    "imageflownet_sde": "ImageFlowNet (SDE)",
-    "corrflownet_sde": "CorrFlowNet (SDE)",
-    "namd": "NAMD (Ours)",
-    "namd_unaligned": "NAMD (w/o L_align)",
-    "namd_no_context": "NAMD (null context)",
-}
-LATEX_TITLES = {"namd_unaligned": r"NAMD (w/o $\mathcal{L}_{\text{align}}$)"}
 
 
 def image_metrics(method: str, classifier_dir, generated_npz, pairs_csv, crops_npz, out_csv, params: dict, *,
@@ -82,15 +64,19 @@ def _image_results(path) -> dict:
 
 def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Mapping[str, tuple[str, bool]],
                 pairs_csv, *, seeds, reference: str, significance_params: dict, out_tex, out_csv, out_significance,
-                out_per_seed, seed: int, cohort_source: str = "nlst", extra_notes: Sequence[str] = ()) -> pd.DataFrame:
+                out_per_seed, seed: int, cohort_source: str = "nlst", extra_notes: Sequence[str] = (),
+                titles: Mapping[str, str] | None = None, latex_titles: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Table 1 from the saved probabilities and image metrics; bold/underline computed, never typed.
 
-    `methods` maps each generative row to (Table 1 group, stochastic?); the other rows, the real
-    images' (namd.rows.REAL_ROWS) and the clinical scores', are named in REFERENCE_ROWS. A clinical
-    row (CLINICAL_ROWS) may cover a subset of the test pairs (a record lacking a field its score
-    needs); its footnote says how many, and DeLong compares it with the reference on the pairs it
-    scores. extra_notes: LaTeX-ready footnote lines.
+    `methods` maps each generative row to (Table 1 group, stochastic?), `titles` to its title and
+    `latex_titles` to its LaTeX title where it has one (GenerativeMethod.title / .latex_title; a
+    row without a title is named by its name); the other rows, the real images' and the clinical
+    scores', are titled in namd.rows.REFERENCE_ROWS. A clinical row (CLINICAL_ROWS) may cover a
+    subset of the test pairs (a record lacking a field its score needs); its footnote says how
+    many, and DeLong compares it with the reference on the pairs it scores. extra_notes:
+    LaTeX-ready footnote lines.
     """
+    titles, latex_titles = titles or {}, latex_titles or {}
     pairs = pd.read_csv(pairs_csv, dtype={"pair_id": str})
     test_ids = pairs.loc[pairs["split"] == "test", "pair_id"]
     frames, rows, notes = {}, [], {}
@@ -107,14 +93,14 @@ def build_table(probs: Mapping[str, str], image: Mapping[str, str], methods: Map
         for result in (images or {}).values():
             if result.stand_in:
                 notes[result.name] = result.description
-        title = REFERENCE_ROWS.get(name) or TITLES.get(name, name)
+        title = REFERENCE_ROWS.get(name) or titles.get(name, name)
         group = "Real Image Baselines" if name in REFERENCE_ROWS else methods[name][0]
-        rows.append(row_result(title, group, diagnosis, images, latex_name=LATEX_TITLES.get(name)))
+        rows.append(row_result(title, group, diagnosis, images, latex_name=latex_titles.get(name)))
         frames[title] = frame
         if name in CLINICAL_ROWS:
             coverage[name] = (title, len(expected_ids), len(test_ids))
     table = build_table1(rows)
-    significance = compare_rows(frames, reference=TITLES.get(reference, reference), alpha=significance_params["alpha"],
+    significance = compare_rows(frames, reference=titles.get(reference, reference), alpha=significance_params["alpha"],
                                 correction=significance_params["correction"], n_boot=significance_params["n_boot"],
                                 seed=seed, partial_rows=[title for title, _, _ in coverage.values()])
     clinical = [latex_escape(note) for note in table_notes(coverage, phantom=cohort_source == "phantom")]

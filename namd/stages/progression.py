@@ -20,12 +20,12 @@ from namd.evaluation.readout import GRID_KEYS, ReadoutSettings, crop_spacings, m
 from namd.evaluation.table import latex_escape
 from namd.generate import load_generated
 from namd.rows import REAL_ROWS
-from namd.stages.evaluate import LATEX_TITLES, TITLES
 
 LOG = logging.getLogger(__name__)
 
 IDENTITY = "identity"
-ROW_TITLES = {"real_followup": REAL_ROWS["real_followup"], IDENTITY: "Identity (follow-up := baseline)", **TITLES}
+#: titles of the rows that are no generative method (a method's is GenerativeMethod.title)
+REFERENCE_TITLES = {"real_followup": REAL_ROWS["real_followup"], IDENTITY: "Identity (follow-up := baseline)"}
 
 
 def readout_validation(pairs_csv, crops_npz, crops_csv, truth_csv, *, out_csv, out_summary, out_grid,
@@ -65,8 +65,14 @@ def split_readouts(pairs_csv, crops_npz, crops_csv, settings, window, split="tes
 
 
 def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], methods: Sequence[str], *,
-                params: Mapping, window, out_csv, out_per_seed, out_points, out_tex, out_png, out_pdf) -> pd.DataFrame:
-    """Table, per-seed metrics, per-pair points and figure of every row's predicted diameter change."""
+                params: Mapping, window, out_csv, out_per_seed, out_points, out_tex, out_png, out_pdf,
+                titles: Mapping[str, str] | None = None, latex_titles: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Table, per-seed metrics, per-pair points and figure of every row's predicted diameter change.
+
+    `titles` names each method's row and `latex_titles` its LaTeX title where it has one
+    (GenerativeMethod.title / .latex_title); a method without a title is named by its name.
+    """
+    row_titles = {**REFERENCE_TITLES, **(titles or {})}
     missing = [m for m in methods if m not in generated]
     if missing:
         raise ValueError(f"progression: no generated samples file given for method(s) {missing}")
@@ -91,16 +97,16 @@ def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], m
     for name, (diameters, seeds) in rows.items():
         seed_metrics, summary = row_metrics(name, diameters, seeds, baseline, real_followup, labels)
         per_seed.append(seed_metrics)
-        summaries.append({"title": ROW_TITLES.get(name, name), **summary})
+        summaries.append({"title": row_titles.get(name, name), **summary})
         points.append(figure_points(name, diameters, baseline, real_followup, labels, ids))
     table = pd.DataFrame(summaries)
     write_csv(table, out_csv)
     write_csv(pd.concat(per_seed, ignore_index=True), out_per_seed)
     write_csv(pd.concat(points, ignore_index=True), out_points)
-    latex_titles = {name: LATEX_TITLES.get(name) for name in rows if name in LATEX_TITLES}
     note = (f"threshold {settings.threshold_hu:g} HU, centre component, leak guard (disc {settings.disc_factor:g} R "
             f"+ {settings.disc_margin_px:g} px, opening {settings.opening_factor:g} R), long axis of the equivalent "
             "ellipse (namd/evaluation/readout.py).")
-    to_latex(table, out_tex, {**{n: latex_escape(t) for n, t in ROW_TITLES.items()}, **latex_titles}, readout_note=note)
-    figure(pd.concat(points, ignore_index=True), list(rows), ROW_TITLES, out_png, out_pdf)
+    latex = {**{n: latex_escape(t) for n, t in row_titles.items()}, **(latex_titles or {})}
+    to_latex(table, out_tex, latex, readout_note=note)
+    figure(pd.concat(points, ignore_index=True), list(rows), row_titles, out_png, out_pdf)
     return table
