@@ -91,6 +91,7 @@ class NAMDPipeline(DiffusionPipeline):
         classifier: MalignancyClassifier | ClassifierEnsemble | None = None,
         hu_window: list[float] | tuple[float, float] = DEFAULT_WINDOW,
         ddim_steps: int = 50,
+        guidance_scale: float = 1.0,
     ):
         # Optional only in form: diffusers treats arguments with defaults as pass-through, not components.
         if text_encoder is None or classifier is None:
@@ -119,7 +120,10 @@ class NAMDPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
         if int(ddim_steps) < 1:
             raise ValueError(f"NAMDPipeline: ddim_steps must be at least 1, got {ddim_steps}")
-        self.register_to_config(hu_window=[low, high], ddim_steps=int(ddim_steps), _namd_version=__version__,
+        if not float(guidance_scale) >= 0:
+            raise ValueError(f"NAMDPipeline: guidance_scale must be >= 0, got {guidance_scale}")
+        self.register_to_config(hu_window=[low, high], ddim_steps=int(ddim_steps),
+                                guidance_scale=float(guidance_scale), _namd_version=__version__,
                                 _namd_format_version=PIPELINE_FORMAT_VERSION)
         self.text_encoder = text_encoder.eval()
         self.classifier = classifier.eval()
@@ -133,6 +137,11 @@ class NAMDPipeline(DiffusionPipeline):
     def ddim_steps(self) -> int:
         """The DDIM steps the model was evaluated with (model_index.json); 50, the paper's, for older folders."""
         return int(self.config.get("ddim_steps", 50))
+
+    @property
+    def guidance_scale(self) -> float:
+        """The classifier-free guidance scale the model was evaluated with (ldm.guidance.scale); 1: none."""
+        return float(self.config.get("guidance_scale", 1.0))
 
     @property
     def hu_window(self) -> tuple[float, float]:
@@ -216,7 +225,8 @@ class NAMDPipeline(DiffusionPipeline):
         the workflow's working directory, found as the ancestor of the model folder that holds it.
         The workflow does not record its HU window in the model folder, so it is given here
         (default: the config's lung window). method.json is read by the methods' own
-        `GenerativeMethod.read_meta`; its `params.ddim_steps` become the pipeline's ddim_steps.
+        `GenerativeMethod.read_meta`; its `params.ddim_steps` and `params.guidance.scale` become the
+        pipeline's ddim_steps and guidance_scale.
 
         Args:
             namd_model_dir: a trained NAMD method's folder (method.json, unet/, scheduler/, soft_prompts/).
@@ -266,7 +276,8 @@ class NAMDPipeline(DiffusionPipeline):
         scheduler = ddim_from_training(DDPMScheduler.from_pretrained(model_dir / "scheduler").config)
         classifier = load_classifier(classifier_dir)
         return cls(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, classifier=classifier,
-                   hu_window=hu_window, ddim_steps=int(meta["params"].get("ddim_steps", 50)))
+                   hu_window=hu_window, ddim_steps=int(meta["params"].get("ddim_steps", 50)),
+                   guidance_scale=float(meta["params"].get("guidance", {}).get("scale", 1.0)))
 
     # -- prediction ---------------------------------------------------------------------------------
     def _baseline_batch(self, baseline_crop) -> torch.Tensor:
@@ -292,6 +303,7 @@ class NAMDPipeline(DiffusionPipeline):
         seed: int = 0,
         num_inference_steps: int | None = None,
         eta: float = 0.0,
+        guidance_scale: float | None = None,
         batch_size: int = 64,
         progress: bool = True,
     ) -> NAMDPrediction:
@@ -313,6 +325,8 @@ class NAMDPipeline(DiffusionPipeline):
             seed: base seed of the noise; the same seed gives the same samples.
             num_inference_steps: DDIM steps; None: `ddim_steps`, the steps the model was evaluated with.
             eta: DDIM's eta (0: deterministic given the initial noise).
+            guidance_scale: classifier-free guidance on the report's context (namd.sampling; two U-Net
+                passes a step unless 1); None: `guidance_scale`, the scale the model was evaluated with.
             batch_size: (baseline, sample) combinations sampled, and samples classified, at once.
             progress: show a progress bar over the denoising steps.
 
@@ -344,6 +358,8 @@ class NAMDPipeline(DiffusionPipeline):
                              f"got {len(reports)} report(s)")
         if num_inference_steps is None:
             num_inference_steps = self.ddim_steps
+        if guidance_scale is None:
+            guidance_scale = self.guidance_scale
         if min(num_samples, num_inference_steps, batch_size) < 1:
             raise ValueError(f"num_samples ({num_samples}), num_inference_steps ({num_inference_steps}) and "
                              f"batch_size ({batch_size}) must be at least 1")
@@ -360,7 +376,7 @@ class NAMDPipeline(DiffusionPipeline):
                 latents = ddim_sample(
                     self.unet, self.scheduler, condition, context, [str(b) for b in range(n)],
                     range(num_samples), num_inference_steps=num_inference_steps, eta=eta, batch_size=batch_size,
-                    base_seed=seed, progress=False,
+                    base_seed=seed, progress=False, guidance_scale=guidance_scale,
                 )
             finally:
                 hook.remove()

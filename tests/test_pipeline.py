@@ -1,4 +1,4 @@
-"""NAMDPipeline on tiny models: save/load round trip, seeds, format stamp, input and record checks."""
+"""NAMDPipeline on tiny models: save/load round trip, seeds, format stamp, input checks."""
 
 import json
 import shutil
@@ -10,7 +10,6 @@ from conftest import LLM
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 
 from namd import __version__
-from namd.data.records import RecordError, patient_record, read_patient_record
 from namd.evaluation.classifier import MalignancyClassifier, build_classifier
 from namd.models.schedulers import noise_scheduler
 from namd.models.text_encoder import SoftPromptContextEncoder
@@ -21,9 +20,6 @@ from namd.sampling import ddim_sample
 
 REPORT = ("Lung cancer screening with low dose computed tomography performed for this 64 years old female. "
           "A soft nodule, with smooth margin, 8 mm in size is present in the right upper lobe.")
-RECORD = {"SCT_PRE_ATT": "Part Solid", "SCT_EPI_LOC": "Right Upper Lobe", "SCT_LONG_DIA": 12, "SCT_PERP_DIA": 9,
-          "SCT_MARGINS": "Spiculated", "age": 64, "gender": "Female", "diagemph": "No", "famfather": "Yes",
-          "fammother": "No", "fambrother": "No", "famsister": "No", "famchild": "No"}
 
 
 def tiny_pipeline(image_size=16, hu_window=(-1000.0, 400.0)):
@@ -88,6 +84,23 @@ def test_a_batch_seeds_each_baseline_by_its_index(saved):
     # baseline 1 alone is baseline 0 of its call: other noise than at index 1 of the batch
     alone = run(pipeline, images[1:], reports[1], seed=3)
     assert not np.allclose(batch.samples[1], alone.samples[0])
+
+
+def test_the_guidance_scale_the_model_was_evaluated_with_is_saved_and_used(saved, tmp_path):
+    """ldm.guidance (an option): a pipeline exported with scale w samples with w unless told otherwise."""
+    pipeline, _ = saved
+    assert pipeline.guidance_scale == 1.0
+    parts = {"vae": pipeline.vae, "unet": pipeline.unet, "scheduler": pipeline.scheduler,
+             "text_encoder": pipeline.text_encoder, "classifier": pipeline.classifier}
+    guided = NAMDPipeline(**parts, hu_window=pipeline.hu_window, ddim_steps=2, guidance_scale=3.0)
+    guided.save_pretrained(tmp_path / "guided")
+    loaded = NAMDPipeline.from_pretrained(tmp_path / "guided")
+    assert loaded.guidance_scale == 3.0
+    plain, own = run(pipeline, crop(), seed=1), run(loaded, crop(), seed=1)
+    assert np.abs(plain.samples - own.samples).max() > 1e-4
+    np.testing.assert_array_equal(run(loaded, crop(), seed=1, guidance_scale=1.0).samples, plain.samples)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        NAMDPipeline(**parts, guidance_scale=-1)
 
 
 def test_default_steps_are_the_ones_the_model_was_evaluated_with(saved, caplog):
@@ -188,36 +201,3 @@ def test_loading_with_a_scheduler_the_sampler_cannot_use_is_refused(saved):
     euler = EulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
     with pytest.raises(ValueError, match="NAMDPipeline: the scheduler is EulerDiscreteScheduler"):
         NAMDPipeline.from_pretrained(folder, scheduler=euler)
-
-
-def test_patient_record_accepts_words_codes_and_any_case():
-    record = patient_record({**{k.lower(): v for k, v in RECORD.items()}, "sct_pre_att": 3, "gender": 2,
-                             "famfather": True, "SCT_MARGINS".lower(): "spiculated"})
-    assert record == {**RECORD, "SCT_LONG_DIA": 12.0, "SCT_PERP_DIA": 9.0, "age": 64.0}
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"age": None}, r"missing required field\(s\) \['age'\]"),
-    ({"age": 300}, "field 'age': 300 is outside 0-120 years"),
-    ({"SCT_PRE_ATT": "Calcified"}, "field 'SCT_PRE_ATT': 'Calcified' is not a known value"),
-    ({"SCT_PRE_ATT": 4}, r"field 'SCT_PRE_ATT': NLST code 4 \(fluid/water\) is not a value of the paper's Table 2"),
-    ({"SCT_PERP_DIA": 15}, "'SCT_PERP_DIA': 15 mm exceeds the longest"),
-    ({"SCT_LONG_DIA": "12 mm"}, "field 'SCT_LONG_DIA': '12 mm' is not a number"),
-    ({"gender": True}, "field 'gender': True is not a known value"),
-    ({"smoker": "Yes"}, "unknown field 'smoker'"),
-])
-def test_patient_record_names_the_bad_field(change, message):
-    record = {**RECORD, **change}
-    if change.get("age", 0) is None:
-        del record["age"]
-    with pytest.raises(RecordError, match=message):
-        patient_record(record, "patient.json")
-
-
-def test_read_patient_record_names_the_file(tmp_path):
-    path = tmp_path / "record.json"
-    path.write_text("{not json")
-    with pytest.raises(RecordError, match="record.json: not valid JSON"):
-        read_patient_record(path)
-    path.write_text(json.dumps(RECORD))
-    assert read_patient_record(path)["SCT_EPI_LOC"] == "Right Upper Lobe"
