@@ -1,9 +1,9 @@
-from namd.methods import get_method
+from namd.methods import method_titles
 from namd.stages.progression import progression
 from namd.workflow import rule_context
 
 with rule_context(snakemake) as log:
-    classes = {m: get_method(m) for m in snakemake.params.methods}
+    titles, latex_titles = method_titles(snakemake.params.methods)
     table = progression(
         snakemake.input.pairs,
         snakemake.input.crops,
@@ -18,7 +18,7 @@ with rule_context(snakemake) as log:
         out_tex=snakemake.output.tex,
         out_png=snakemake.output.png,
         out_pdf=snakemake.output.pdf,
-        titles={m: c.title for m, c in classes.items()},
-        latex_titles={m: c.latex_title for m, c in classes.items() if c.latex_title},
+        titles=titles,
+        latex_titles=latex_titles,
     )
     log.info("progression table:\n%s", table.to_string())

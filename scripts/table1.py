@@ -1,14 +1,14 @@
 import json
 
 from namd.evaluation.table import latex_escape
-from namd.methods import get_method
+from namd.methods import get_method, method_titles
 from namd.stages.evaluate import build_table
 from namd.workflow import rule_context
 
 with rule_context(snakemake) as log:
     evaluation = snakemake.params.evaluation
-    classes = {m: get_method(m) for m in snakemake.params.methods}
-    methods = {m: (c.group, c.stochastic) for m, c in classes.items()}
+    methods = {m: (get_method(m).group, get_method(m).stochastic) for m in snakemake.params.methods}
+    titles, latex_titles = method_titles(snakemake.params.methods)
     table = build_table(
         dict(zip(snakemake.params.rows, snakemake.input.probs)),
         dict(zip(snakemake.params.methods, snakemake.input.image)),
@@ -24,7 +24,7 @@ with rule_context(snakemake) as log:
         seed=snakemake.params.seed,
         cohort_source=snakemake.params.cohort_source,
         extra_notes=[latex_escape(json.loads(open(snakemake.input.evaluator).read())["footnote"])],
-        titles={m: c.title for m, c in classes.items()},
-        latex_titles={m: c.latex_title for m, c in classes.items() if c.latex_title},
+        titles=titles,
+        latex_titles=latex_titles,
     )
     log.info("Table 1:\n%s", table.to_string())

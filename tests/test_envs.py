@@ -112,7 +112,8 @@ def module_file(name: str) -> tuple[Path, str] | None:
 
 
 def method_modules() -> set[str]:
-    """What `get_method` imports at run time, which no import statement shows: every method module."""
+    """What `get_method` (and `method_titles`, through it) imports at run time, which no import
+    statement shows: every method module."""
     from namd.methods import get_method_module, known_methods
 
     return {get_method_module(name) for name in known_methods()}
@@ -125,7 +126,7 @@ def third_party_imports(script: Path) -> set[str]:
     while todo:
         path, package = todo.pop()
         modules = imports_of(path, package)
-        if path == script and "get_method(" in path.read_text():
+        if path == script and any(call in path.read_text() for call in ("get_method(", "method_titles(")):
             modules |= method_modules()
         for module in modules:
             top = module.split(".")[0]
@@ -164,7 +165,8 @@ def installed_closure(names: set[str]) -> set[str]:
 
 
 def test_import_scan_follows_get_method_into_the_method_modules():
-    assert "diffusers" in third_party_imports(ROOT / "scripts/table1.py")  # titles and groups: the classes
+    for script in ("table1", "progression", "figure_samples"):  # titles and groups come off the classes
+        assert "diffusers" in third_party_imports(ROOT / f"scripts/{script}.py"), script
 
 
 def test_import_scan_follows_namd_and_relative_imports():

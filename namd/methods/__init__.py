@@ -71,6 +71,13 @@ def get_method(name: str):
     return _REGISTRY[name]
 
 
+def method_titles(names) -> tuple[dict[str, str], dict[str, str]]:
+    """Table 1's row titles of these methods, and the LaTeX ones of those that have their own."""
+    classes = {name: get_method(name) for name in names}
+    return ({name: c.title for name, c in classes.items()},
+            {name: c.latex_title for name, c in classes.items() if c.latex_title})
+
+
 def trained_model_of(name: str) -> str:
     """The method whose trained model `name` samples: itself, or the one it reuses."""
     get_method_module(name)
@@ -88,4 +95,5 @@ def get_method_module(name: str) -> str:
     return _MODULES[name]
 
 
-__all__ = ["LDM_FAMILY", "REUSES", "get_method", "known_methods", "register", "trained_model_of", "upstream_of"]
+__all__ = ["LDM_FAMILY", "REUSES", "get_method", "known_methods", "method_titles", "register", "trained_model_of",
+           "upstream_of"]
