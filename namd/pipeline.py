@@ -39,6 +39,7 @@ from namd.data.crops import DEFAULT_WINDOW
 from namd.evaluation.classifier import ClassifierEnsemble, MalignancyClassifier, load_classifier
 from namd.methods import get_method
 from namd.methods.base import GenerativeMethod
+from namd.methods.latent_diffusion import guidance_settings
 from namd.methods.namd import NAMD
 from namd.models.text_encoder import SoftPromptContextEncoder
 from namd.models.unet import load_unet
@@ -277,7 +278,7 @@ class NAMDPipeline(DiffusionPipeline):
         classifier = load_classifier(classifier_dir)
         return cls(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, classifier=classifier,
                    hu_window=hu_window, ddim_steps=int(meta["params"].get("ddim_steps", 50)),
-                   guidance_scale=float(meta["params"].get("guidance", {}).get("scale", 1.0)))
+                   guidance_scale=float(guidance_settings(meta["params"])["scale"]))
 
     # -- prediction ---------------------------------------------------------------------------------
     def _baseline_batch(self, baseline_crop) -> torch.Tensor:

@@ -31,6 +31,11 @@ from namd.models.vae import decode_latents
 from namd.sampling import ddim_sample
 
 
+def guidance_settings(params: dict[str, Any]) -> dict[str, float]:
+    """ldm.guidance of a method's params; models saved before the option existed: no dropout, no guidance."""
+    return {"context_dropout": 0.0, "scale": 1.0, **params.get("guidance", {})}
+
+
 class LatentDiffusionMethod(GenerativeMethod):
     stochastic = True
 
@@ -77,13 +82,9 @@ class LatentDiffusionMethod(GenerativeMethod):
             groups.append({"params": text, "lr": self.params["prompt_lr"]})
         return {"diffusion": torch.optim.AdamW(groups, weight_decay=self.params.get("weight_decay", 0.0))}
 
-    def guidance(self) -> dict[str, float]:
-        """ldm.guidance's settings; models saved before the option existed sample without guidance."""
-        return {"context_dropout": 0.0, "scale": 1.0, **self.params.get("guidance", {})}
-
     def losses(self, batch):
         context = self.report_context(batch["report"])
-        dropout = self.guidance()["context_dropout"]
+        dropout = guidance_settings(self.params)["context_dropout"]
         if dropout > 0 and self.training:  # no draw at 0 (the paper's training draws the same numbers as before),
             # none in validation (its loss compares epochs and settings on the pairs' own C)
             keep = torch.rand(context.shape[0], device=context.device) >= dropout
@@ -100,7 +101,7 @@ class LatentDiffusionMethod(GenerativeMethod):
         return self._decoder[0].to(self.unet.device)
 
     def guidance_scale(self) -> float:
-        return float(self.guidance()["scale"])
+        return float(guidance_settings(self.params)["scale"])
 
     @torch.no_grad()
     def generate(self, batch, seeds):
