@@ -3,6 +3,7 @@
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import ROOT
 
@@ -41,3 +42,13 @@ def test_growth_metrics_of_a_faithful_and_of_a_size_regressing_predictor():
     bad = sn.growth_metrics(labels, true_change, regressed, baseline)
     assert bad["slope_on_baseline"] == pytest.approx(0.5) and abs(bad["calibration"]) < 0.1
     assert bad["no_nodule"] == 0
+
+
+def test_the_record_swap_replaces_only_the_validation_reports():
+    pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "split": ["train", "val", "val"],
+                          "report": ["own a", "own b", "own c"]})
+    swapped = sn.with_report(pairs, sn.HIGH_RISK)
+    assert swapped["report"].tolist()[0] == "own a" and pairs["report"].tolist() == ["own a", "own b", "own c"]
+    high, low = swapped["report"].iloc[1], sn.with_report(pairs, sn.LOW_RISK)["report"].iloc[1]
+    assert high == swapped["report"].iloc[2] and high != low
+    assert "74 years old female" in high and "25 mm" in high and "4 mm" in low

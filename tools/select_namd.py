@@ -15,6 +15,11 @@ predicted follow-up diameter on the baseline's (1: sizes kept; the real follow-u
 printed beside it), the calibration (mean predicted / mean true change) and the crops read as no
 nodule. The rule that picks, stated before any run: the highest validation Spearman, ties (within
 0.02) to the simpler setting, i.e. the one listed first.
+
+With --record-swap each variant also samples the validation pairs with the fixed high-risk and the
+fixed low-risk report of tools/diagnose_progression.py in place of their own (same noise per pair and
+seed): `swap_mm` is the mean over pairs of the high- minus low-risk predicted diameter (mean over K),
+with its bootstrap 95% interval, the size of what the model reads of the record.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ from namd.generate import load_generated
 from namd.runtime import make_deterministic
 from namd.stages.methods import generate_method, train_method
 from namd.stages.progression import split_readouts
+
+from diagnose_progression import HIGH_RISK, LOW_RISK, bootstrap_mean  # tools/, beside this script
+from namd.data.nlst import report_text
+from namd.data.records import patient_record
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a json of overrides -> a folder name
@@ -99,6 +108,13 @@ def growth_metrics(labels, true_change, predicted, baseline_d) -> dict:
     }
 
 
+def with_report(pairs: pd.DataFrame, record: dict) -> pd.DataFrame:
+    """The pairs with every validation pair's report replaced by `record`'s (training rows unchanged)."""
+    out = pairs.copy()
+    out.loc[out["split"] == "val", "report"] = report_text(patient_record(record))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, required=True)
@@ -109,6 +125,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("select_namd"), help="trained variants go here")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "namd_selection.csv")
+    parser.add_argument("--record-swap", action="store_true",
+                        help="also sample with a high-risk and a low-risk report: the record's effect (swap_mm)")
     args = parser.parse_args()
 
     config = load_config(*args.config)
@@ -158,17 +176,31 @@ def main() -> None:
             meta["params"] = params
             (trained / "method.json").write_text(json.dumps(meta, indent=2))
         val_loss = float(pd.read_csv(trained / "history.csv")["val_loss"].min())
-        out_npz = args.work / name / "val.npz"
-        out_npz.parent.mkdir(parents=True, exist_ok=True)
-        generate_method("namd", trained, pairs_csv, crops_npz, latents, upstream, out_npz, seeds=list(range(args.k)),
-                        batch_size=64, seed=seed, split="val")
-        generated = load_generated(out_npz, expected_pair_ids=val["pair_id"].tolist())
-        order = [generated["pair_id"].tolist().index(p) for p in val["pair_id"]]
-        images = generated["images"][order]  # (N, K, 1, S, S)
-        predicted = measure_crops(images.reshape(-1, *images.shape[2:]), np.repeat(spacing, images.shape[1], axis=0),
-                                  settings, window).reshape(images.shape[:2])
+
+        def predicted_diameters(pairs_file: Path, tag: str) -> np.ndarray:
+            """(N, K) readout diameters of the variant's samples of the validation pairs in `pairs_file`."""
+            out_npz = args.work / name / f"{tag}.npz"
+            out_npz.parent.mkdir(parents=True, exist_ok=True)
+            generate_method("namd", trained, pairs_file, crops_npz, latents, upstream, out_npz,
+                            seeds=list(range(args.k)), batch_size=64, seed=seed, split="val")
+            generated = load_generated(out_npz, expected_pair_ids=val["pair_id"].tolist())
+            order = [generated["pair_id"].tolist().index(p) for p in val["pair_id"]]
+            images = generated["images"][order]  # (N, K, 1, S, S)
+            return measure_crops(images.reshape(-1, *images.shape[2:]), np.repeat(spacing, images.shape[1], axis=0),
+                                 settings, window).reshape(images.shape[:2])
+
+        predicted = predicted_diameters(pairs_csv, "val")
         row = {"variant": name, "overrides": json.dumps(overrides), "val_loss": val_loss,
-               **growth_metrics(labels, true_change, predicted, baseline_d), "seconds": round(time.time() - start)}
+               **growth_metrics(labels, true_change, predicted, baseline_d)}
+        if args.record_swap:
+            swapped = {}
+            for tag, record in (("high_risk", HIGH_RISK), ("low_risk", LOW_RISK)):
+                swapped_csv = args.work / name / f"pairs_{tag}.csv"
+                with_report(pairs, record).to_csv(swapped_csv, index=False)
+                swapped[tag] = predicted_diameters(swapped_csv, f"val_{tag}").mean(axis=1)
+            row["swap_mm"], row["swap_ci_low"], row["swap_ci_high"] = bootstrap_mean(
+                swapped["high_risk"] - swapped["low_risk"], seed=seed)
+        row["seconds"] = round(time.time() - start)
         results.append(row)
         print(json.dumps(row))
     frame = pd.DataFrame(results)
