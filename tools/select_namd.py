@@ -155,6 +155,12 @@ def main() -> None:
           f"{stats.linregress(baseline_d, follow_d).slope:.2f}, growth AUROC {roc_auc_score(labels, true_change):.3f}")
 
     base = method_params(config, "namd")
+    swap_csvs = {}  # the validation reports replaced by one fixed report: the same files for every variant
+    if args.record_swap:
+        args.work.mkdir(parents=True, exist_ok=True)
+        for tag, record in (("high_risk", HIGH_RISK), ("low_risk", LOW_RISK)):
+            swap_csvs[tag] = args.work / f"pairs_{tag}.csv"
+            with_report(pairs, record).to_csv(swap_csvs[tag], index=False)
     results = []
     for text in args.variant:
         name, overrides = parse_variant(text)
@@ -193,11 +199,7 @@ def main() -> None:
         row = {"variant": name, "overrides": json.dumps(overrides), "val_loss": val_loss,
                **growth_metrics(labels, true_change, predicted, baseline_d)}
         if args.record_swap:
-            swapped = {}
-            for tag, record in (("high_risk", HIGH_RISK), ("low_risk", LOW_RISK)):
-                swapped_csv = args.work / name / f"pairs_{tag}.csv"
-                with_report(pairs, record).to_csv(swapped_csv, index=False)
-                swapped[tag] = predicted_diameters(swapped_csv, f"val_{tag}").mean(axis=1)
+            swapped = {tag: predicted_diameters(csv, f"val_{tag}").mean(axis=1) for tag, csv in swap_csvs.items()}
             row["swap_mm"], row["swap_ci_low"], row["swap_ci_high"] = bootstrap_mean(
                 swapped["high_risk"] - swapped["low_risk"], seed=seed)
         row["seconds"] = round(time.time() - start)
