@@ -52,3 +52,19 @@ def test_the_record_swap_replaces_only_the_validation_reports():
     high, low = swapped["report"].iloc[1], sn.with_report(pairs, sn.LOW_RISK)["report"].iloc[1]
     assert high == swapped["report"].iloc[2] and high != low
     assert "74 years old female" in high and "25 mm" in high and "4 mm" in low
+
+
+def test_the_baseline_references_rank_by_size_and_by_brock_and_skip_records_without_brock_fields():
+    record = {"pid": 1, "study_yr_base": 0, "age": 60, "gender": "Male", "diagemph": "No",
+              **{f: "No" for f in ("famfather", "fammother", "fambrother", "famsister", "famchild")},
+              "SCT_PRE_ATT": "Soft", "SCT_EPI_LOC": "Left Lower Lobe", "SCT_MARGINS": "Smooth"}
+    val = pd.DataFrame([{**record, "pid": i, "SCT_LONG_DIA": d} for i, d in enumerate([5.0, 9.0, 14.0, 20.0])])
+    val.loc[0, "gender"] = np.nan  # a missing code: left out
+    counts = pd.Series(1, index=pd.MultiIndex.from_tuples([(i, 0) for i in range(4)], names=["pid", "study_yr"]))
+    baseline = val["SCT_LONG_DIA"].to_numpy()
+    labels = np.array([0, 0, 1, 1])
+    true_change = np.array([0.0, 0.5, 3.0, 5.0])
+    table = sn.baseline_references(val, labels, true_change, baseline, counts).set_index("reference")
+    assert (table["pairs"] == 3).all()
+    assert table.loc["baseline diameter", "spearman"] == pytest.approx(1.0)
+    assert table.loc["Brock probability x baseline diameter", "growth_auroc"] == pytest.approx(1.0)

@@ -20,6 +20,12 @@ With --record-swap each variant also samples the validation pairs with the fixed
 fixed low-risk report of tools/diagnose_progression.py in place of their own (same noise per pair and
 seed): `swap_mm` is the mean over pairs of the high- minus low-risk predicted diameter (mean over K),
 with its bootstrap 95% interval, the size of what the model reads of the record.
+
+With --sctabn (the cohort's nlst_sctabn.csv, for Brock's nodule count) it first prints what two
+predictors that see only the baseline reach on the same readout, learning nothing: the baseline
+diameter itself, and the Brock probability times the baseline diameter (the growth a calibrated
+generator expects when malignant nodules grow in proportion to their size). They say how high
+the Spearman and the growth AUROC of a generator can be on these pairs; neither is ever chosen.
 """
 
 from __future__ import annotations
@@ -47,8 +53,9 @@ from namd.stages.methods import generate_method, train_method
 from namd.stages.progression import split_readouts
 
 from diagnose_progression import HIGH_RISK, LOW_RISK, bootstrap_mean  # tools/, beside this script
-from namd.data.nlst import report_text
+from namd.data.nlst import read_nlst_table, report_text
 from namd.data.records import patient_record
+from namd.evaluation.clinical import MissingField, brock_record, nodule_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a json of overrides -> a folder name
@@ -108,6 +115,25 @@ def growth_metrics(labels, true_change, predicted, baseline_d) -> dict:
     }
 
 
+def baseline_references(val: pd.DataFrame, labels, true_change, baseline_d, counts: pd.Series) -> pd.DataFrame:
+    """Spearman and growth AUROC of two learning-free scores of the expected change (rank metrics: scale-free).
+
+    A pair whose record lacks a Brock field (an NLST missing code) is left out of both, as Table 1's Brock row does.
+    """
+    brock = np.full(len(val), np.nan)
+    for i, record in enumerate(val.to_dict("records")):
+        try:
+            brock[i] = brock_record(record, int(counts.loc[(int(record["pid"]), int(record["study_yr_base"]))]))
+        except MissingField:
+            pass
+    kept = ~np.isnan(brock)
+    scores = {"baseline diameter": baseline_d, "Brock probability x baseline diameter": brock * baseline_d}
+    return pd.DataFrame([{"reference": name, "pairs": int(kept.sum()),
+                          "spearman": float(stats.spearmanr(true_change[kept], score[kept]).statistic),
+                          "growth_auroc": float(roc_auc_score(labels[kept], score[kept]))}
+                         for name, score in scores.items()])
+
+
 def with_report(pairs: pd.DataFrame, record: dict) -> pd.DataFrame:
     """The pairs with every validation pair's report replaced by `record`'s (training rows unchanged)."""
     out = pairs.copy()
@@ -127,6 +153,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "namd_selection.csv")
     parser.add_argument("--record-swap", action="store_true",
                         help="also sample with a high-risk and a low-risk report: the record's effect (swap_mm)")
+    parser.add_argument("--sctabn", type=Path, default=None,
+                        help="the cohort's nlst_sctabn.csv: print the baseline-only references first")
     args = parser.parse_args()
 
     config = load_config(*args.config)
@@ -153,6 +181,10 @@ def main() -> None:
     true_change = follow_d - baseline_d
     print(f"{len(val)} validation pairs ({labels.sum()} malignant); real follow-ups: slope on baseline "
           f"{stats.linregress(baseline_d, follow_d).slope:.2f}, growth AUROC {roc_auc_score(labels, true_change):.3f}")
+    if args.sctabn:
+        counts = nodule_counts(read_nlst_table(args.sctabn, "sctabn"))
+        references = baseline_references(val, labels, true_change, baseline_d, counts)
+        print(references.to_markdown(index=False, floatfmt=".3f"))
 
     base = method_params(config, "namd")
     swap_csvs = {}  # the validation reports replaced by one fixed report: the same files for every variant
