@@ -14,7 +14,7 @@ rule phantom_cohort:
         f"{BENCH}/phantom_cohort.tsv"
     conda:
         "../envs/data.yaml"
-    threads: 1
+    threads: config["cohort"]["phantom"]["workers"]
     resources:
         mem_mb=2000,
         runtime=30,
