@@ -72,6 +72,19 @@ def make_deterministic(seed: int, threads: int | None = None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def numerics_signature(device: torch.device | str = "cpu") -> str:
+    """What decides a run's floating-point results besides the code and the seed.
+
+    The same commit and seed train to different models on machines whose kernels differ (README,
+    "A second machine"): torch picks its CPU kernels by the instruction set it finds (AVX2,
+    AVX-512, ...), so that and the thread count go into every rule log and model card.
+    """
+    device = torch.device(device)
+    where = (f"CUDA {torch.cuda.get_device_name(device)}" if device.type == "cuda"
+             else f"CPU {torch.backends.cpu.get_cpu_capability()}")
+    return f"torch {torch.__version__}, {where}, {torch.get_num_threads()} thread(s)"
+
+
 def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from namd.io import atomic_output
+from namd.runtime import numerics_signature
 from namd.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ class TrainResult:
     seconds: float
     history: list[dict]
     steps: int
+    numerics: str = ""  #: `namd.runtime.numerics_signature` of the device it trained on
 
 
 def _evaluation_batches(n: int, batch_size: int) -> list[list[int]]:
@@ -392,7 +394,8 @@ def fit(
 
     if best_path.exists():
         load_trainable_state(module, torch.load(best_path, map_location=device, weights_only=True))
-    return TrainResult(best["epoch"], best["loss"], len(history), time.time() - t0, history, step)
+    return TrainResult(best["epoch"], best["loss"], len(history), time.time() - t0, history, step,
+                       numerics_signature(device))
 
 
 @torch.no_grad()
@@ -437,6 +440,7 @@ def write_model_card(out_dir: str | Path, *, name: str, description: str, config
         f"- best validation loss: {result.best_val_loss:.6f}",
         f"- training time: {result.seconds:.1f} s",
         f"- seed: {seed}",
+        f"- numerics: {result.numerics}",
         f"- data fingerprint (sha256 of the inputs): {data_fingerprint}",
         f"- command: `{command}`" if command else "- command: the NAMD Snakemake workflow",
         "",

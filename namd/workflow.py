@@ -55,7 +55,9 @@ def rule_context(smk, *, seed: int | None = None):
                 from namd.runtime import make_deterministic
 
                 make_deterministic(seed, threads)
-            LOG.info("rule %s: %d thread(s)", getattr(smk, "rule", "?"), threads)
+            from namd.runtime import numerics_signature
+
+            LOG.info("rule %s: %s", getattr(smk, "rule", "?"), numerics_signature())
             yield LOG
             LOG.info("rule %s finished in %.1f s", getattr(smk, "rule", "?"), time.time() - start)
     except BaseException:

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from namd.training import (MIN_BATCH, TrainableModule, TrainSettings, TrainingDivergedError, _loader, _rng_state,
-                           _set_rng_state, fit)
+                           _set_rng_state, fit, write_model_card)
 
 
 class Points(Dataset):
@@ -62,6 +62,16 @@ def test_fit_learns_and_keeps_best(tmp_path):
     assert result.epochs_run == 4
     assert math.isclose(model.lin.weight.item(), 3.0, abs_tol=0.2)
     assert result.best_val_loss == min(r["val_loss"] for r in result.history)
+
+
+def test_the_model_card_says_which_kernels_trained_the_model(tmp_path):
+    """Two machines' models of one commit and seed differ; the card names the instruction set and threads."""
+    result = fit(Line(), Points(64, 1), Points(16, 2), settings(epochs=1), tmp_path / "state", progress=False)
+    write_model_card(tmp_path, name="line", description="y = 3x", config={}, result=result, data_fingerprint="x",
+                     seed=5)
+    card = (tmp_path / "model_card.md").read_text()
+    assert f"- numerics: torch {torch.__version__}, CPU {torch.backends.cpu.get_cpu_capability()}, " in card
+    assert f"{torch.get_num_threads()} thread(s)" in card
 
 
 def test_resume_after_kill_gives_the_same_weights(tmp_path):
