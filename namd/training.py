@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from namd.io import atomic_output
-from namd.runtime import numerics_signature
 from namd.progress import progress_bar
+from namd.runtime import numerics_signature
 
 LOG = logging.getLogger(__name__)
 

@@ -50,13 +50,11 @@ def rule_context(smk, *, seed: int | None = None):
         with _library_bars_off() if log_path else contextlib.nullcontext():
             import torch
 
+            from namd.runtime import make_deterministic, numerics_signature
+
             torch.set_num_threads(threads)
             if seed is not None:
-                from namd.runtime import make_deterministic
-
                 make_deterministic(seed, threads)
-            from namd.runtime import numerics_signature
-
             LOG.info("rule %s: %s", getattr(smk, "rule", "?"), numerics_signature())
             yield LOG
             LOG.info("rule %s finished in %.1f s", getattr(smk, "rule", "?"), time.time() - start)

@@ -55,7 +55,7 @@ from namd.stages.progression import split_readouts
 from diagnose_progression import HIGH_RISK, LOW_RISK, bootstrap_mean  # tools/, beside this script
 from namd.data.nlst import read_nlst_table, report_text
 from namd.data.records import patient_record
-from namd.evaluation.clinical import MissingField, brock_record, nodule_counts
+from namd.evaluation.clinical import MissingField, brock_record, nodule_count, nodule_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a json of overrides -> a folder name
@@ -123,7 +123,7 @@ def baseline_references(val: pd.DataFrame, labels, true_change, baseline_d, coun
     brock = np.full(len(val), np.nan)
     for i, record in enumerate(val.to_dict("records")):
         try:
-            brock[i] = brock_record(record, int(counts.loc[(int(record["pid"]), int(record["study_yr_base"]))]))
+            brock[i] = brock_record(record, nodule_count(counts, record))
         except MissingField:
             pass
     kept = ~np.isnan(brock)

@@ -195,7 +195,7 @@ def clinical_scores(pairs: pd.DataFrame, counts: pd.Series) -> dict[str, pd.Data
         raise ValueError(f"clinical_scores: the pairs table lacks column(s) {absent}")
     test = pairs[pairs["split"] == "test"]
     scorers = {
-        "brock": lambda r: brock_record(r, _count(counts, r)),
+        "brock": lambda r: brock_record(r, nodule_count(counts, r)),
         "lungrads_baseline": lambda r: lung_rads_score(lung_rads_record(r)),
         "lungrads_followup": lambda r: lung_rads_score(lung_rads_record(r, follow_up=True)),
     }
@@ -214,7 +214,8 @@ def clinical_scores(pairs: pd.DataFrame, counts: pd.Series) -> dict[str, pd.Data
     return tables
 
 
-def _count(counts: pd.Series, record: Mapping) -> int:
+def nodule_count(counts: pd.Series, record: Mapping) -> int:
+    """Brock's nodule count of one pairs.csv record's baseline screen, from `nodule_counts`."""
     key = (int(record["pid"]), int(record["study_yr_base"]))
     if key not in counts.index:
         raise ValueError(f"pair {record['pair_id']}: sctabn lists no code-{NODULE_CODE} nodule for pid {key[0]} "
