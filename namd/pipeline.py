@@ -40,6 +40,7 @@ from namd.evaluation.classifier import ClassifierEnsemble, MalignancyClassifier,
 from namd.methods import get_method
 from namd.methods.base import GenerativeMethod
 from namd.methods.latent_diffusion import guidance_settings
+from namd.methods.latent_diffusion import residual_std as params_residual_std
 from namd.methods.namd import NAMD
 from namd.models.text_encoder import SoftPromptContextEncoder
 from namd.models.unet import load_unet
@@ -93,6 +94,7 @@ class NAMDPipeline(DiffusionPipeline):
         hu_window: list[float] | tuple[float, float] = DEFAULT_WINDOW,
         ddim_steps: int = 50,
         guidance_scale: float = 1.0,
+        residual_std: float | None = None,
     ):
         # Optional only in form: diffusers treats arguments with defaults as pass-through, not components.
         if text_encoder is None or classifier is None:
@@ -123,8 +125,12 @@ class NAMDPipeline(DiffusionPipeline):
             raise ValueError(f"NAMDPipeline: ddim_steps must be at least 1, got {ddim_steps}")
         if not float(guidance_scale) >= 0:
             raise ValueError(f"NAMDPipeline: guidance_scale must be >= 0, got {guidance_scale}")
+        if residual_std is not None and not float(residual_std) > 0:
+            raise ValueError(f"NAMDPipeline: residual_std must be > 0 or None, got {residual_std}")
         self.register_to_config(hu_window=[low, high], ddim_steps=int(ddim_steps),
-                                guidance_scale=float(guidance_scale), _namd_version=__version__,
+                                guidance_scale=float(guidance_scale),
+                                residual_std=None if residual_std is None else float(residual_std),
+                                _namd_version=__version__,
                                 _namd_format_version=PIPELINE_FORMAT_VERSION)
         self.text_encoder = text_encoder.eval()
         self.classifier = classifier.eval()
@@ -143,6 +149,12 @@ class NAMDPipeline(DiffusionPipeline):
     def guidance_scale(self) -> float:
         """The classifier-free guidance scale the model was evaluated with (ldm.guidance.scale); 1: none."""
         return float(self.config.get("guidance_scale", 1.0))
+
+    @property
+    def residual_std(self) -> float | None:
+        """The scale of the residual the U-Net diffuses (ldm.diffusion_target: residual); None: the follow-up latent."""
+        value = self.config.get("residual_std")
+        return None if value is None else float(value)
 
     @property
     def hu_window(self) -> tuple[float, float]:
@@ -226,8 +238,8 @@ class NAMDPipeline(DiffusionPipeline):
         the workflow's working directory, found as the ancestor of the model folder that holds it.
         The workflow does not record its HU window in the model folder, so it is given here
         (default: the config's lung window). method.json is read by the methods' own
-        `GenerativeMethod.read_meta`; its `params.ddim_steps` and `params.guidance.scale` become the
-        pipeline's ddim_steps and guidance_scale.
+        `GenerativeMethod.read_meta`; its `params.ddim_steps`, `params.guidance.scale` and (a residual
+        model's) `params.residual_std` become the pipeline's ddim_steps, guidance_scale and residual_std.
 
         Args:
             namd_model_dir: a trained NAMD method's folder (method.json, unet/, scheduler/, soft_prompts/).
@@ -278,7 +290,8 @@ class NAMDPipeline(DiffusionPipeline):
         classifier = load_classifier(classifier_dir)
         return cls(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, classifier=classifier,
                    hu_window=hu_window, ddim_steps=int(meta["params"].get("ddim_steps", 50)),
-                   guidance_scale=float(guidance_settings(meta["params"])["scale"]))
+                   guidance_scale=float(guidance_settings(meta["params"])["scale"]),
+                   residual_std=params_residual_std(meta["params"]))
 
     # -- prediction ---------------------------------------------------------------------------------
     def _baseline_batch(self, baseline_crop) -> torch.Tensor:
@@ -377,7 +390,7 @@ class NAMDPipeline(DiffusionPipeline):
                 latents = ddim_sample(
                     self.unet, self.scheduler, condition, context, [str(b) for b in range(n)],
                     range(num_samples), num_inference_steps=num_inference_steps, eta=eta, batch_size=batch_size,
-                    base_seed=seed, progress=False, guidance_scale=guidance_scale,
+                    base_seed=seed, progress=False, guidance_scale=guidance_scale, residual_std=self.residual_std,
                 )
             finally:
                 hook.remove()

@@ -11,6 +11,10 @@ condition dropout and no guidance scale, and samples with eps_theta(z^(1), z_t, 
 guidance_scale 1 (the default) is that plain sampler, one U-Net pass a step; w != 1 runs the
 U-Net with C and with the null context (zeros, Eq. 9's) and steps with
 eps_null + w (eps_C - eps_null) (Ho & Salimans 2022; the baseline latent is kept in both passes).
+
+A residual model (`residual_std`, the `ldm.diffusion_target: residual` departure) diffuses
+(z_follow - z_base) / residual_std; the samplers return z_base + residual_std * sample, the
+follow-up latent, so callers see the same thing either way.
 """
 
 from __future__ import annotations
@@ -129,6 +133,23 @@ def _latent_shape(unet: UNet2DConditionModel, condition_latents: torch.Tensor | 
     return channels, condition_latents.shape[-2], condition_latents.shape[-1]
 
 
+def check_residual(residual_std: float | None, condition_latents: torch.Tensor | None) -> None:
+    if residual_std is None:
+        return
+    if condition_latents is None:
+        raise ValueError("residual_std needs condition_latents: a residual is added back to the baseline latent")
+    if not float(residual_std) > 0:
+        raise ValueError(f"residual_std must be > 0, got {residual_std}")
+
+
+def followup_latents(sampled: torch.Tensor, condition_latents: torch.Tensor | None,
+                     residual_std: float | None) -> torch.Tensor:
+    """What the U-Net sampled, as follow-up latents: itself, or z_base + residual_std * sample."""
+    if residual_std is None:
+        return sampled
+    return condition_latents + float(residual_std) * sampled
+
+
 def _null_context(unet: UNet2DConditionModel, batch: int) -> torch.Tensor:
     """Zeros: the same U-Net output as SoftPromptContextEncoder.null_context's (B, m, D) zeros for any m."""
     return torch.zeros(batch, 1, unet.config.cross_attention_dim, device=unet.device, dtype=unet.dtype)
@@ -147,8 +168,10 @@ def ddim_sample_one(
     eta: float = 0.0,
     base_seed: int = 0,
     guidance_scale: float = 1.0,
+    residual_std: float | None = None,
 ) -> torch.Tensor:
     """Reference: one pair (condition (C, H, W), context (m, D)), one seed, the plain diffusers loop -> (C, H, W)."""
+    check_residual(residual_std, condition_latents)
     scheduler = ddim_scheduler(scheduler, num_inference_steps, unet.device)
     condition = None if condition_latents is None else condition_latents[None].to(unet.device, unet.dtype)
     context = _null_context(unet, 1) if context is None else context[None].to(unet.device, unet.dtype)
@@ -159,7 +182,7 @@ def ddim_sample_one(
     for timestep in scheduler.timesteps:
         latents = ddim_step(unet, scheduler, latents, timestep, condition, context, eta=eta, generator=generator,
                             guidance_scale=guidance_scale)
-    return latents[0].float().cpu()
+    return followup_latents(latents, condition, residual_std)[0].float().cpu()
 
 
 @torch.no_grad()
@@ -177,6 +200,7 @@ def ddim_sample(
     base_seed: int = 0,
     progress: bool = True,
     guidance_scale: float = 1.0,
+    residual_std: float | None = None,
 ) -> torch.Tensor:
     """K follow-up latents per pair -> (N, K, C, H, W) float32 on the CPU.
 
@@ -185,7 +209,8 @@ def ddim_sample(
     and context (N, m, D) are per pair (None: unconditional / null context); the N*K (pair, seed)
     samples run `batch_size` at a time, each batch gathering its pairs' condition and context, and
     every sample equals ddim_sample_one's for its (pair, seed) up to float rounding. guidance_scale:
-    classifier-free guidance on the context (module docstring); 1 samples without it.
+    classifier-free guidance on the context (module docstring); 1 samples without it. residual_std:
+    the U-Net diffuses the scaled residual (module docstring); None: the follow-up latent itself.
     """
     pair_ids, seeds = [str(pair_id) for pair_id in pair_ids], [int(seed) for seed in seeds]
     n_pairs, n_seeds = len(pair_ids), len(seeds)
@@ -198,6 +223,7 @@ def ddim_sample(
             raise ValueError(f"{name} has {tensor.shape[0]} rows but there are {n_pairs} pair_ids")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_residual(residual_std, condition_latents)
     shape = _latent_shape(unet, condition_latents)
     device, dtype = unet.device, unet.dtype
     scheduler = ddim_scheduler(scheduler, num_inference_steps, device)
@@ -226,6 +252,6 @@ def ddim_sample(
                     unet, scheduler, latents, timestep, condition, batch_context, eta=eta, generator=batch_generators,
                     guidance_scale=guidance_scale,
                 )
-            out[start:stop] = latents.float().cpu()
+            out[start:stop] = followup_latents(latents, condition, residual_std).float().cpu()
             bar.update(stop - start)
     return out.reshape(n_pairs, n_seeds, *shape)

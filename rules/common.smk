@@ -86,6 +86,9 @@ def state_dir(name):
     return f"{STATE}/{name}"
 
 
+#: `ldm` keys only the paired stage reads: stage 1 (Eq. 9, null context, no baseline) is trained without them,
+#: so switching one does not retrain it
+PAIRED_STAGE_ONLY = ("guidance", "diffusion_target")
 #: the VAE -> latents -> unconditional-stage chain gates NAMD, the longest path of the DAG:
 #: started first, it runs while the baselines and the classifier fill the other cores
 CRITICAL_PATH_PRIORITY = 10

@@ -21,7 +21,7 @@ rule train_ldm_unconditional:
         **TRAIN_RESOURCES,
     params:
         ldm=lambda wc: {
-            **{k: v for k, v in config["ldm"].items() if k != "guidance"},
+            **{k: v for k, v in config["ldm"].items() if k not in PAIRED_STAGE_ONLY},
             "latent_channels": config["vae"]["latent_channels"],
             **trainer_budget(config, STAGE1),
         },

@@ -104,6 +104,22 @@ def test_saved_pipeline_folder_predicts_the_same(workspace, tmp_path):
                                   np.load(tmp_path / "workflow" / "followup_samples.npy"))
 
 
+def test_a_residual_models_workflow_folder_exports_its_scale(workspace):
+    """A model trained with ldm.diffusion_target: residual: `namd predict --model results/models/namd` and the
+    exported pipeline sample around the baseline with the scale its training fixed (method.json)."""
+    models = workspace / "results" / "models"
+    method_json = models / "namd" / "method.json"
+    saved = method_json.read_text()
+    meta = json.loads(saved)
+    meta["params"].update(diffusion_target="residual", residual_std=0.37)
+    try:
+        method_json.write_text(json.dumps(meta))
+        assert NAMDPipeline.from_workflow(models / "namd", models / "classifier").residual_std == 0.37
+    finally:
+        method_json.write_text(saved)
+    assert NAMDPipeline.from_workflow(models / "namd", models / "classifier").residual_std is None
+
+
 def stale_pipeline(root, tmp_path):
     folder = tmp_path / "stale_pipeline"
     folder.mkdir()

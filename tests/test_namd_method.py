@@ -235,3 +235,45 @@ def test_a_trained_namd_reads_the_report(upstream, context_norm):
                    for name, report in (("grows", grows), ("stays", stays))}
     shift = (sampled["grows"] - sampled["stays"]).mean(dim=(1, 2, 3))
     assert torch.all(shift > 0.75), shift  # the same baselines and noise: only the report differs
+
+
+def test_a_residual_model_trains_on_the_scaled_residual_and_samples_around_the_baseline(upstream, tmp_path):
+    """ldm.diffusion_target: residual (an option): prepare() fixes the std of z_follow - z_base over the
+    training pairs, the loss is the paper's on (z_follow - z_base) / std, and the follow-up returned is
+    z_base + std * the U-Net's sample; the scale is saved with the model."""
+    from namd.models.schedulers import denoising_loss
+    from namd.models.vae import decode_latents
+    from namd.sampling import ddim_sample
+
+    b = batch(3)
+    train = [{k: b[k][i] for k in ("baseline_latent", "followup_latent")} for i in range(3)]
+    method = build(upstream)
+    method.prepare(train)
+    assert "residual_std" not in method.params  # the paper's target: nothing to fix
+    method.params = {**PARAMS, "diffusion_target": "residual"}
+    with pytest.raises(ValueError, match="params hold no residual_std"):
+        method.losses(b)
+    method.prepare(train)
+    std = (b["followup_latent"] - b["baseline_latent"]).std().item()
+    assert method.params["residual_std"] == pytest.approx(std)
+
+    method.train()
+    torch.manual_seed(7)
+    loss = method.losses(b)["loss"]
+    torch.manual_seed(7)
+    context = method.report_context(b["report"])
+    expected = denoising_loss(method.unet, method.noise_scheduler, (b["followup_latent"] - b["baseline_latent"]) / std,
+                              context, condition_latents=b["baseline_latent"])
+    torch.testing.assert_close(loss, expected)
+
+    method.eval()
+    residual = method.generate(b, [1])
+    with torch.no_grad():
+        sampled = ddim_sample(method.unet, method.noise_scheduler.config, b["baseline_latent"], context,
+                              b["pair_id"], [1], num_inference_steps=PARAMS["ddim_steps"], base_seed=5, progress=False)
+        expected = decode_latents(method.decoder(), b["baseline_latent"] + std * sampled[:, 0]).clamp(-1, 1)
+    torch.testing.assert_close(residual[:, 0], expected)
+    method.save_pretrained(tmp_path / "namd")
+    loaded = get_method("namd").from_pretrained(tmp_path / "namd", MethodContext(upstream=upstream, seed=5))
+    assert loaded.params["residual_std"] == pytest.approx(std)
+    torch.testing.assert_close(loaded.generate(b, [1]), residual)

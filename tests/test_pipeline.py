@@ -103,6 +103,28 @@ def test_the_guidance_scale_the_model_was_evaluated_with_is_saved_and_used(saved
         NAMDPipeline(**parts, guidance_scale=-1)
 
 
+def test_a_residual_model_is_exported_with_its_scale_and_sampled_around_the_baseline(saved, tmp_path):
+    """ldm.diffusion_target: residual (an option): the exported scale is saved, and the sample is the decoded
+    baseline latent + residual_std * the U-Net's sample; folders saved without it sample the follow-up latent."""
+    pipeline, _ = saved
+    assert pipeline.residual_std is None
+    parts = {"vae": pipeline.vae, "unet": pipeline.unet, "scheduler": pipeline.scheduler,
+             "text_encoder": pipeline.text_encoder, "classifier": pipeline.classifier}
+    NAMDPipeline(**parts, hu_window=pipeline.hu_window, ddim_steps=2, residual_std=0.5).save_pretrained(tmp_path / "r")
+    loaded = NAMDPipeline.from_pretrained(tmp_path / "r")
+    assert loaded.residual_std == 0.5
+    image = crop()
+    got = run(loaded, image, seed=1, num_inference_steps=2)
+    with torch.no_grad():
+        condition = encode_latents(loaded.vae, torch.from_numpy(image)[None])
+        sampled = ddim_sample(loaded.unet, loaded.scheduler, condition, loaded.text_encoder([REPORT]), ["0"],
+                              range(3), num_inference_steps=2, base_seed=1, progress=False)
+        expected = decode_latents(loaded.vae, condition + 0.5 * sampled[0]).clamp(-1, 1)
+    np.testing.assert_allclose(got.samples[0], expected.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="residual_std must be > 0 or None"):
+        NAMDPipeline(**parts, residual_std=0.0)
+
+
 def test_default_steps_are_the_ones_the_model_was_evaluated_with(saved, caplog):
     caplog.set_level("INFO", logger="namd.progress")  # no terminal here: progress comes as log lines
     saved[0](crop(), REPORT, num_samples=3, batch_size=2)  # ddim_steps 2 from model_index.json

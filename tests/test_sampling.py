@@ -131,6 +131,25 @@ def test_guidance_scale_mixes_the_context_and_null_predictions(inputs):
     torch.testing.assert_close(step, expected)
 
 
+def test_a_residual_model_is_sampled_around_its_baseline(inputs):
+    """ldm.diffusion_target: residual (an option): the U-Net's sample is (z_follow - z_base) / std, so the
+    follow-up latent returned is z_base + std * sample, in the batched and the one-at-a-time path alike."""
+    condition, context = inputs
+    unet = tiny_unet()
+    kwargs = dict(num_inference_steps=STEPS, progress=False)
+    plain = ddim_sample(unet, SCHEDULER_CONFIG, condition, context, PAIRS, SEEDS, **kwargs)
+    residual = ddim_sample(unet, SCHEDULER_CONFIG, condition, context, PAIRS, SEEDS, residual_std=0.25, **kwargs)
+    torch.testing.assert_close(residual, condition[:, None] + 0.25 * plain)
+    one = ddim_sample_one(unet, SCHEDULER_CONFIG, condition[2], context[2], PAIRS[2], SEEDS[1],
+                          num_inference_steps=STEPS, residual_std=0.25)
+    torch.testing.assert_close(one, residual[2, 1])
+    with pytest.raises(ValueError, match="residual_std needs condition_latents"):
+        ddim_sample(tiny_unet(conditional=False), SCHEDULER_CONFIG, None, context, PAIRS, SEEDS,
+                    residual_std=0.25, **kwargs)
+    with pytest.raises(ValueError, match="residual_std must be > 0"):
+        ddim_sample(unet, SCHEDULER_CONFIG, condition, context, PAIRS, SEEDS, residual_std=0.0, **kwargs)
+
+
 def test_bad_inputs_are_named(inputs):
     condition, context = inputs
     unet = tiny_unet(dtype=torch.float32)

@@ -68,6 +68,9 @@ class GenerativeMethod(TrainableModule):
         self.context = context
         self.display_name = self.name
 
+    def prepare(self, train: torch.utils.data.Dataset) -> None:
+        """Fix what the method derives from its training pairs, once, before the first step (default: nothing)."""
+
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], seeds: Sequence[int]) -> torch.Tensor:
         """Follow-ups of the batch's pairs, one per seed.

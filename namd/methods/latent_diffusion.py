@@ -9,7 +9,10 @@ paired_steps here (`namd.budget`). Subclasses say how the report becomes the con
 
 `ldm.guidance` (a departure, off by default and in configs/paper.yaml): context_dropout replaces a
 training pair's C by the null context (zeros, Eq. 9's) with that probability, and scale != 1
-samples with classifier-free guidance on C (namd.sampling). The whole family gets the same.
+samples with classifier-free guidance on C (namd.sampling). `ldm.diffusion_target: residual` (a
+departure, off likewise) diffuses the follow-up minus the baseline latent, over its std on the
+training pairs, instead of the follow-up latent (Eq. 10's z^(2)); the sampler adds it back to the
+baseline. The whole family gets the same.
 
 Saved with the ecosystem's own formats: `unet/` and `scheduler/` load with plain
 `UNet2DConditionModel.from_pretrained` / `DDPMScheduler.from_pretrained`.
@@ -34,6 +37,16 @@ from namd.sampling import ddim_sample
 def guidance_settings(params: dict[str, Any]) -> dict[str, float]:
     """ldm.guidance of a method's params; models saved before the option existed: no dropout, no guidance."""
     return {"context_dropout": 0.0, "scale": 1.0, **params.get("guidance", {})}
+
+
+def residual_std(params: dict[str, Any]) -> float | None:
+    """The scale of a residual model's target; None for the paper's target, the follow-up latent."""
+    if params.get("diffusion_target", "followup") != "residual":
+        return None
+    if "residual_std" not in params:
+        raise ValueError("diffusion_target is 'residual' but params hold no residual_std "
+                         "(set by prepare() from the training pairs before training)")
+    return float(params["residual_std"])
 
 
 class LatentDiffusionMethod(GenerativeMethod):
@@ -75,6 +88,13 @@ class LatentDiffusionMethod(GenerativeMethod):
         pass
 
     # -- training ---------------------------------------------------------------------------------
+    def prepare(self, train) -> None:
+        """A residual model's scale: the std of z_follow - z_base over the training pairs (saved in params)."""
+        if self.params.get("diffusion_target", "followup") != "residual":
+            return
+        residuals = torch.stack([train[i]["followup_latent"] - train[i]["baseline_latent"] for i in range(len(train))])
+        self.params["residual_std"] = float(residuals.std())
+
     def configure_optimizers(self):
         groups = [{"params": [p for p in self.unet.parameters() if p.requires_grad], "lr": self.params["lr"]}]
         text = [p for p in self.text.parameters() if p.requires_grad] if isinstance(self.text, torch.nn.Module) else []
@@ -89,7 +109,11 @@ class LatentDiffusionMethod(GenerativeMethod):
             # none in validation (its loss compares epochs and settings on the pairs' own C)
             keep = torch.rand(context.shape[0], device=context.device) >= dropout
             context = context * keep[:, None, None].to(context.dtype)
-        loss = denoising_loss(self.unet, self.noise_scheduler, batch["followup_latent"], context,
+        target = batch["followup_latent"]
+        scale = residual_std(self.params)
+        if scale is not None:
+            target = (target - batch["baseline_latent"]) / scale
+        loss = denoising_loss(self.unet, self.noise_scheduler, target, context,
                               condition_latents=batch["baseline_latent"])
         return {"loss": loss}
 
@@ -110,7 +134,7 @@ class LatentDiffusionMethod(GenerativeMethod):
             self.unet, self.noise_scheduler.config, batch["baseline_latent"], context, batch["pair_id"], seeds,
             num_inference_steps=self.params["ddim_steps"], eta=self.params["eta"],
             batch_size=self.params["sample_batch_size"], base_seed=self.context.seed, progress=False,
-            guidance_scale=self.guidance_scale(),
+            guidance_scale=self.guidance_scale(), residual_std=residual_std(self.params),
         )
         n, k = latents.shape[:2]
         images = decode_latents(self.decoder(), latents.flatten(0, 1).to(self.unet.device))

@@ -31,7 +31,9 @@ def train_method(name: str, params: dict, pairs_csv, crops_npz, latents_npz, ups
     settings = budget_settings(params, name, seed=seed,
                                identity={"method": name, "params": params, "data": fingerprint},
                                **(precision or {}))
-    result = fit(method, PairDataset(cohort, "train"), PairDataset(cohort, "val"), settings, state_dir, device=device)
+    train = PairDataset(cohort, "train")
+    method.prepare(train)
+    result = fit(method, train, PairDataset(cohort, "val"), settings, state_dir, device=device)
     LOG.info("%s: best epoch %d, validation loss %.5f", name, result.best_epoch, result.best_val_loss)
     out_dir = Path(out_dir)
     method.save_pretrained(out_dir)
