@@ -68,3 +68,10 @@ def test_the_baseline_references_rank_by_size_and_by_brock_and_skip_records_with
     assert (table["pairs"] == 3).all()
     assert table.loc["baseline diameter", "spearman"] == pytest.approx(1.0)
     assert table.loc["Brock probability x baseline diameter", "growth_auroc"] == pytest.approx(1.0)
+
+
+def test_the_chosen_variant_is_the_first_within_a_tie_of_the_best_growth_auroc():
+    frame = pd.DataFrame({"variant": ["current", "a", "b"], "spearman": [0.9, 0.1, 0.2],
+                          "growth_auroc": [0.60, 0.64, 0.70]})
+    assert sn.mark_chosen(frame)["chosen"].tolist() == [False, False, True]  # the Spearman does not choose
+    assert sn.mark_chosen(frame.assign(growth_auroc=[0.62, 0.64, 0.63]))["chosen"].tolist() == [True, False, False]
