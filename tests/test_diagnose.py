@@ -131,6 +131,7 @@ def test_the_tool_measures_every_experiment_on_a_tiny_run(results, tmp_path, cap
         bins = frame[(frame["quantity"] == "diameter error (mm)") & (frame["condition"] == vae)
                      & (frame["group"] != "all")]
         assert bins["n"].sum() == 4
+        assert np.isfinite(value("slope of reconstructed on real baseline diameter", vae)["value"])
     mse = frame[frame["quantity"] == "latent MSE to the real follow-up"]
     assert (mse["value"] >= 0).all() and set(mse["group"]) == {"all", "malignant", "benign"}
     assert value("AUROC", "real follow-ups")["n"] == 4

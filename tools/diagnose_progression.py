@@ -313,6 +313,10 @@ def vae_reconstruction(run: Run, rows: Rows, cache: dict) -> None:
         cache[f"recon_{name}_diameters"] = diameters
         error = diameters - real
         rows.add("vae", "pixel L1", np.abs(recon - run.followup).mean(), condition=name, n=len(real))
+        # a sample that copied the baseline latent exactly would still be read at this slope: the VAE's share
+        recon_base = run.measure(run.decode(vae, run.encode(vae, run.baseline))[:, None])[:, 0]
+        rows.add("vae", "slope of reconstructed on real baseline diameter", slope(run.baseline_diameters, recon_base),
+                 condition=name, n=len(real))
         rows.add("vae", "Spearman(reconstruction, real diameter)", spearman(diameters, real), condition=name,
                  n=len(real))
         for group in ("all", *SIZE_LABELS):
