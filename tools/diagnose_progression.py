@@ -399,7 +399,8 @@ EXPERIMENTS = {
                  "Each pair sampled with another pair's baseline latent (a derangement), its own report and noise."),
     "vae": ("VAE reconstruction of real follow-ups", vae_reconstruction,
             "Real follow-ups encoded (posterior mean) and decoded by each VAE; readout on the reconstruction minus "
-            "readout on the real follow-up, by the real follow-up's size."),
+            "readout on the real follow-up, by the real follow-up's size; and the slope of the readout on the real "
+            "baselines' reconstructions against the real baselines' (what a sample that copied its baseline keeps)."),
     "target": ("Diffusion target", diffusion_target,
                "MSE of NAMD's sampled follow-up latents (own report) to the aligned VAE's latent of the real "
                "follow-up, per pair; references: the baseline latent (no change) and another pair's follow-up."),
