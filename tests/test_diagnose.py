@@ -132,6 +132,9 @@ def test_the_tool_measures_every_experiment_on_a_tiny_run(results, tmp_path, cap
                      & (frame["group"] != "all")]
         assert bins["n"].sum() == 4
         assert np.isfinite(value("slope of reconstructed on real baseline diameter", vae)["value"])
+        for end in ("reconstructed real follow-up", "reconstructed baseline (no change)"):
+            assert value("calibration (mean change / real mean change)", f"{vae}: {end}")["n"] == 4
+            assert value("growth AUROC of the diameter change", f"{vae}: {end}")["n"] == 4
     mse = frame[frame["quantity"] == "latent MSE to the real follow-up"]
     assert (mse["value"] >= 0).all() and set(mse["group"]) == {"all", "malignant", "benign"}
     assert value("AUROC", "real follow-ups")["n"] == 4

@@ -75,3 +75,12 @@ def test_the_chosen_variant_is_the_first_within_a_tie_of_the_best_growth_auroc()
                           "growth_auroc": [0.60, 0.64, 0.70]})
     assert sn.mark_chosen(frame)["chosen"].tolist() == [False, False, True]  # the Spearman does not choose
     assert sn.mark_chosen(frame.assign(growth_auroc=[0.62, 0.64, 0.63]))["chosen"].tolist() == [True, False, False]
+
+
+def test_the_oracle_report_states_each_pairs_own_outcome_in_every_split():
+    pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "split": ["train", "val", "val"], "label": [1, 0, 1],
+                          "report": ["own a.", "own b.", "own c."]})
+    told = sn.with_outcome(pairs)
+    assert told["report"].tolist() == ["own a. The nodule is malignant.", "own b. The nodule is benign.",
+                                       "own c. The nodule is malignant."]
+    assert pairs["report"].tolist() == ["own a.", "own b.", "own c."]

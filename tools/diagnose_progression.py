@@ -17,7 +17,9 @@ every comparison of two sampling conditions uses the same noise per (pair, seed)
 2. baseline: baseline latents shuffled across the pairs (a derangement): Spearman of the predicted
    diameter with the pair's own and with the donor's baseline diameter; and the slope of the
    predicted (and the real) follow-up diameter on the baseline's (below 1: sizes pulled to the mean);
-3. VAE: real follow-ups through the aligned and the unaligned VAE: readout error by size bin;
+3. VAE: real follow-ups through the aligned and the unaligned VAE: readout error by size bin, and the
+   growth AUROC and calibration of the reconstructed real follow-up (the best a stage 2 can reach
+   through that VAE) and of the reconstructed baseline (a stage 2 that copies the baseline latent);
 4. diffusion target: MSE of the sampled follow-up latents to the encoded real follow-up, by label,
    against the baseline latent (no change) and another pair's follow-up;
 5. evaluator: its score against the readout diameter on real crops, on VAE reconstructions and on
@@ -319,6 +321,14 @@ def vae_reconstruction(run: Run, rows: Rows, cache: dict) -> None:
                  condition=name, n=len(real))
         rows.add("vae", "Spearman(reconstruction, real diameter)", spearman(diameters, real), condition=name,
                  n=len(real))
+        # the two ends a stage 2 can reach through this VAE: the real follow-up latent, and the baseline copied
+        ends = {"reconstructed real follow-up": diameters, "reconstructed baseline (no change)": recon_base}
+        for end, follow in ends.items():
+            change = follow - run.baseline_diameters
+            rows.add("vae", "growth AUROC of the diameter change", auroc(run.labels, change),
+                     condition=f"{name}: {end}", n=len(real))
+            rows.add("vae", "calibration (mean change / real mean change)",
+                     change.mean() / (real - run.baseline_diameters).mean(), condition=f"{name}: {end}", n=len(real))
         for group in ("all", *SIZE_LABELS):
             part = np.ones(len(real), bool) if group == "all" else np.asarray(bins == group)
             if not part.any():

@@ -29,6 +29,12 @@ predictors that see only the baseline reach on the same readout, learning nothin
 diameter itself, and the Brock probability times the baseline diameter (the growth a calibrated
 generator expects when malignant nodules grow in proportion to their size). They say how high
 the Spearman and the growth AUROC of a generator can be on these pairs; neither is ever chosen.
+
+With --oracle-report (a diagnostic, never a method: it reads the validation labels) every training
+and validation report ends with the pair's outcome ("The nodule is malignant." or "... benign."),
+so the record holds the answer. It splits the gap in two: a stage 2 that then grows the malignant
+nodules can express growth from C, and what it lacks on the real reports is the risk in them; one
+that still does not cannot, at this budget, whatever the report says.
 """
 
 from __future__ import annotations
@@ -152,6 +158,13 @@ def with_report(pairs: pd.DataFrame, record: dict) -> pd.DataFrame:
     return out
 
 
+def with_outcome(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs with each report followed by the pair's own outcome (--oracle-report)."""
+    out = pairs.copy()
+    out["report"] = out["report"] + np.where(out["label"].eq(1), " The nodule is malignant.", " The nodule is benign.")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, required=True)
@@ -166,6 +179,8 @@ def main() -> None:
                         help="also sample with a high-risk and a low-risk report: the record's effect (swap_mm)")
     parser.add_argument("--sctabn", type=Path, default=None,
                         help="the cohort's nlst_sctabn.csv: print the baseline-only references first")
+    parser.add_argument("--oracle-report", action="store_true",
+                        help="diagnostic: every report states its pair's outcome (reads the validation labels)")
     args = parser.parse_args()
 
     config = load_config(*args.config)
@@ -183,6 +198,11 @@ def main() -> None:
         val = val.sample(n=args.pairs, random_state=seed)
         pairs = pairs[pairs["split"].ne("val") | pairs["pair_id"].isin(val["pair_id"])]
         pairs_csv = args.work / "pairs.csv"
+        args.work.mkdir(parents=True, exist_ok=True)
+        pairs.to_csv(pairs_csv, index=False)
+    if args.oracle_report:
+        pairs = with_outcome(pairs)
+        pairs_csv = args.work / "pairs_oracle.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
     settings = ReadoutSettings.from_config(config["evaluation"]["progression"])
