@@ -84,3 +84,23 @@ def test_the_oracle_report_states_each_pairs_own_outcome_in_every_split():
     assert told["report"].tolist() == ["own a. The nodule is malignant.", "own b. The nodule is benign.",
                                        "own c. The nodule is malignant."]
     assert pairs["report"].tolist() == ["own a.", "own b.", "own c."]
+
+
+def test_the_brock_report_adds_the_records_risk_in_bands_and_skips_a_missing_field():
+    assert sn.brock_sentence(0.123) == " The Brock model gives a 12 percent risk of malignancy (intermediate)."
+    assert sn.brock_sentence(0.05).endswith("(low).") and sn.brock_sentence(0.9).endswith("(high).")
+    pairs = pd.DataFrame({"pair_id": ["a", "b"], "split": ["train", "val"], "report": ["own a.", "own b."]})
+    risks = iter([0.5, sn.MissingField(["age"])])
+
+    def fake_brock(record, count):
+        risk = next(risks)
+        if isinstance(risk, Exception):
+            raise risk
+        return risk
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sn, "brock_record", fake_brock)
+        mp.setattr(sn, "nodule_count", lambda counts, record: 1)
+        told = sn.with_brock(pairs, pd.Series(dtype=int))
+    assert told["report"].tolist() == ["own a. The Brock model gives a 50 percent risk of malignancy (intermediate).",
+                                       "own b."]

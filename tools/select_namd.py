@@ -30,11 +30,15 @@ diameter itself, and the Brock probability times the baseline diameter (the grow
 generator expects when malignant nodules grow in proportion to their size). They say how high
 the Spearman and the growth AUROC of a generator can be on these pairs; neither is ever chosen.
 
-With --oracle-report (a diagnostic, never a method: it reads the validation labels) every training
-and validation report ends with the pair's outcome ("The nodule is malignant." or "... benign."),
-so the record holds the answer. It splits the gap in two: a stage 2 that then grows the malignant
-nodules can express growth from C, and what it lacks on the real reports is the risk in them; one
-that still does not cannot, at this budget, whatever the report says.
+With --oracle-report outcome (a diagnostic, never a method: it reads the validation labels) every
+training and validation report ends with the pair's outcome ("The nodule is malignant." or "...
+benign."), so the record holds the answer. It splits the gap in two: a stage 2 that then grows the
+malignant nodules can express growth from C, and what it lacks on the real reports is the risk in
+them; one that still does not cannot, at this budget, whatever the report says. With
+--oracle-report brock (needs --sctabn; reads no label) each report ends instead with the Brock
+model's risk of its own record, in words ("The Brock model gives a 12 percent risk of malignancy
+(intermediate)."): the same risk a calibrated generator should grow by, handed over as one phrase
+rather than spread over the record's fields.
 """
 
 from __future__ import annotations
@@ -159,9 +163,26 @@ def with_report(pairs: pd.DataFrame, record: dict) -> pd.DataFrame:
 
 
 def with_outcome(pairs: pd.DataFrame) -> pd.DataFrame:
-    """The pairs with each report followed by the pair's own outcome (--oracle-report)."""
+    """The pairs with each report followed by the pair's own outcome (--oracle-report outcome)."""
     out = pairs.copy()
     out["report"] = out["report"] + np.where(out["label"].eq(1), " The nodule is malignant.", " The nodule is benign.")
+    return out
+
+
+def brock_sentence(probability: float) -> str:
+    """BTS bands: below 10% surveillance (low), 10-70% work-up (intermediate), above 70% (high)."""
+    band = "low" if probability < 0.10 else "intermediate" if probability <= 0.70 else "high"
+    return f" The Brock model gives a {100 * probability:.0f} percent risk of malignancy ({band})."
+
+
+def with_brock(pairs: pd.DataFrame, counts: pd.Series) -> pd.DataFrame:
+    """Each report followed by its record's Brock risk (--oracle-report brock); none where a field is missing."""
+    out = pairs.copy()
+    for i, record in zip(out.index, out.to_dict("records")):
+        try:
+            out.loc[i, "report"] += brock_sentence(brock_record(record, nodule_count(counts, record)))
+        except MissingField:
+            pass
     return out
 
 
@@ -179,8 +200,9 @@ def main() -> None:
                         help="also sample with a high-risk and a low-risk report: the record's effect (swap_mm)")
     parser.add_argument("--sctabn", type=Path, default=None,
                         help="the cohort's nlst_sctabn.csv: print the baseline-only references first")
-    parser.add_argument("--oracle-report", action="store_true",
-                        help="diagnostic: every report states its pair's outcome (reads the validation labels)")
+    parser.add_argument("--oracle-report", choices=("outcome", "brock"), default=None,
+                        help="diagnostic: every report states its pair's outcome (reads the validation labels) "
+                             "or its record's Brock risk (needs --sctabn)")
     args = parser.parse_args()
 
     config = load_config(*args.config)
@@ -201,8 +223,11 @@ def main() -> None:
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
     if args.oracle_report:
-        pairs = with_outcome(pairs)
-        pairs_csv = args.work / "pairs_oracle.csv"
+        if args.oracle_report == "brock" and not args.sctabn:
+            parser.error("--oracle-report brock needs --sctabn (Brock's nodule count)")
+        pairs = (with_outcome(pairs) if args.oracle_report == "outcome"
+                 else with_brock(pairs, nodule_counts(read_nlst_table(args.sctabn, "sctabn"))))
+        pairs_csv = args.work / f"pairs_{args.oracle_report}.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
     settings = ReadoutSettings.from_config(config["evaluation"]["progression"])
