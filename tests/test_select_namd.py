@@ -104,3 +104,12 @@ def test_the_brock_report_adds_the_records_risk_in_bands_and_skips_a_missing_fie
         told = sn.with_brock(pairs, pd.Series(dtype=int))
     assert told["report"].tolist() == ["own a. The Brock model gives a 50 percent risk of malignancy (intermediate).",
                                        "own b."]
+
+
+def test_the_noisy_oracle_states_the_opposite_outcome_for_the_seeded_share():
+    pairs = pd.DataFrame({"pair_id": [str(i) for i in range(4000)], "split": "train", "label": [0, 1] * 2000,
+                          "report": "own."})
+    told = sn.with_outcome(pairs, flip=0.25, seed=3)
+    stated = told["report"].str.endswith("malignant.").astype(int)
+    assert (stated != pairs["label"]).mean() == pytest.approx(0.25, abs=0.02)
+    assert told["report"].equals(sn.with_outcome(pairs, flip=0.25, seed=3)["report"])

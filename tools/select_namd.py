@@ -38,7 +38,9 @@ them; one that still does not cannot, at this budget, whatever the report says. 
 --oracle-report brock (needs --sctabn; reads no label) each report ends instead with the Brock
 model's risk of its own record, in words ("The Brock model gives a 12 percent risk of malignancy
 (intermediate)."): the same risk a calibrated generator should grow by, handed over as one phrase
-rather than spread over the record's fields.
+rather than spread over the record's fields. With --oracle-report noisy (reads the labels) the stated
+outcome is the opposite one for a seeded quarter of the pairs: one word that ranks the risk as well
+as Brock does (AUROC 0.75) but does not decide the growth, the clean form of a probabilistic report.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: a json of overrides -> a folder name
 SLUG = str.maketrans({c: "_" for c in ' {}":,/'})
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
+#: --oracle-report noisy: the share of pairs whose stated outcome is the opposite one. With 20% malignant
+#: pairs, "malignant" then means a 44% risk and "benign" 8%: a risk group that ranks at AUROC 0.75, as Brock does
+NOISY_FLIP = 0.25
 SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale"}
 
 
@@ -162,10 +167,12 @@ def with_report(pairs: pd.DataFrame, record: dict) -> pd.DataFrame:
     return out
 
 
-def with_outcome(pairs: pd.DataFrame) -> pd.DataFrame:
-    """The pairs with each report followed by the pair's own outcome (--oracle-report outcome)."""
+def with_outcome(pairs: pd.DataFrame, flip: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Each report followed by the pair's own outcome (--oracle-report outcome), the opposite one for a
+    seeded share `flip` of the pairs (--oracle-report noisy: the stated outcome is a risk group, not the answer)."""
     out = pairs.copy()
-    out["report"] = out["report"] + np.where(out["label"].eq(1), " The nodule is malignant.", " The nodule is benign.")
+    stated = out["label"].eq(1) ^ (np.random.default_rng(seed).random(len(out)) < flip)
+    out["report"] = out["report"] + np.where(stated, " The nodule is malignant.", " The nodule is benign.")
     return out
 
 
@@ -200,7 +207,7 @@ def main() -> None:
                         help="also sample with a high-risk and a low-risk report: the record's effect (swap_mm)")
     parser.add_argument("--sctabn", type=Path, default=None,
                         help="the cohort's nlst_sctabn.csv: print the baseline-only references first")
-    parser.add_argument("--oracle-report", choices=("outcome", "brock"), default=None,
+    parser.add_argument("--oracle-report", choices=("outcome", "noisy", "brock"), default=None,
                         help="diagnostic: every report states its pair's outcome (reads the validation labels) "
                              "or its record's Brock risk (needs --sctabn)")
     args = parser.parse_args()
@@ -225,8 +232,10 @@ def main() -> None:
     if args.oracle_report:
         if args.oracle_report == "brock" and not args.sctabn:
             parser.error("--oracle-report brock needs --sctabn (Brock's nodule count)")
-        pairs = (with_outcome(pairs) if args.oracle_report == "outcome"
-                 else with_brock(pairs, nodule_counts(read_nlst_table(args.sctabn, "sctabn"))))
+        if args.oracle_report == "brock":
+            pairs = with_brock(pairs, nodule_counts(read_nlst_table(args.sctabn, "sctabn")))
+        else:
+            pairs = with_outcome(pairs, flip=NOISY_FLIP if args.oracle_report == "noisy" else 0.0)
         pairs_csv = args.work / f"pairs_{args.oracle_report}.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
