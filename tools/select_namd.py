@@ -75,10 +75,10 @@ from namd.evaluation.clinical import MissingField, brock_record, nodule_count, n
 ROOT = Path(__file__).resolve().parents[1]
 #: a json of overrides -> a folder name
 SLUG = str.maketrans({c: "_" for c in ' {}":,/'})
-#: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
 #: --oracle-report noisy: the share of pairs whose stated outcome is the opposite one. With 20% malignant
 #: pairs, "malignant" then means a 44% risk and "benign" 8%: a risk group that ranks at AUROC 0.75, as Brock does
 NOISY_FLIP = 0.25
+#: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
 SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale"}
 
 
@@ -141,17 +141,23 @@ def mark_chosen(frame: pd.DataFrame, tie: float = 0.03) -> pd.DataFrame:
     return out
 
 
+def brock_risks(pairs: pd.DataFrame, counts: pd.Series) -> np.ndarray:
+    """Each pair's Brock probability; NaN where its record lacks a Brock field (an NLST missing code)."""
+    risks = np.full(len(pairs), np.nan)
+    for i, record in enumerate(pairs.to_dict("records")):
+        try:
+            risks[i] = brock_record(record, nodule_count(counts, record))
+        except MissingField:
+            pass
+    return risks
+
+
 def baseline_references(val: pd.DataFrame, labels, true_change, baseline_d, counts: pd.Series) -> pd.DataFrame:
     """Spearman and growth AUROC of two learning-free scores of the expected change (rank metrics: scale-free).
 
     A pair whose record lacks a Brock field (an NLST missing code) is left out of both, as Table 1's Brock row does.
     """
-    brock = np.full(len(val), np.nan)
-    for i, record in enumerate(val.to_dict("records")):
-        try:
-            brock[i] = brock_record(record, nodule_count(counts, record))
-        except MissingField:
-            pass
+    brock = brock_risks(val, counts)
     kept = ~np.isnan(brock)
     scores = {"baseline diameter": baseline_d, "Brock probability x baseline diameter": brock * baseline_d}
     return pd.DataFrame([{"reference": name, "pairs": int(kept.sum()),
@@ -185,11 +191,7 @@ def brock_sentence(probability: float) -> str:
 def with_brock(pairs: pd.DataFrame, counts: pd.Series) -> pd.DataFrame:
     """Each report followed by its record's Brock risk (--oracle-report brock); none where a field is missing."""
     out = pairs.copy()
-    for i, record in zip(out.index, out.to_dict("records")):
-        try:
-            out.loc[i, "report"] += brock_sentence(brock_record(record, nodule_count(counts, record)))
-        except MissingField:
-            pass
+    out["report"] += [brock_sentence(risk) if not np.isnan(risk) else "" for risk in brock_risks(pairs, counts)]
     return out
 
 
@@ -229,11 +231,12 @@ def main() -> None:
         pairs_csv = args.work / "pairs.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
+    counts = nodule_counts(read_nlst_table(args.sctabn, "sctabn")) if args.sctabn else None
     if args.oracle_report:
-        if args.oracle_report == "brock" and not args.sctabn:
-            parser.error("--oracle-report brock needs --sctabn (Brock's nodule count)")
         if args.oracle_report == "brock":
-            pairs = with_brock(pairs, nodule_counts(read_nlst_table(args.sctabn, "sctabn")))
+            if counts is None:
+                parser.error("--oracle-report brock needs --sctabn (Brock's nodule count)")
+            pairs = with_brock(pairs, counts)
         else:
             pairs = with_outcome(pairs, flip=NOISY_FLIP if args.oracle_report == "noisy" else 0.0)
         pairs_csv = args.work / f"pairs_{args.oracle_report}.csv"
@@ -246,8 +249,7 @@ def main() -> None:
     true_change = follow_d - baseline_d
     print(f"{len(val)} validation pairs ({labels.sum()} malignant); real follow-ups: slope on baseline "
           f"{stats.linregress(baseline_d, follow_d).slope:.2f}, growth AUROC {roc_auc_score(labels, true_change):.3f}")
-    if args.sctabn:
-        counts = nodule_counts(read_nlst_table(args.sctabn, "sctabn"))
+    if counts is not None:
         references = baseline_references(val, labels, true_change, baseline_d, counts)
         print(references.to_markdown(index=False, floatfmt=".3f"))
 
