@@ -113,3 +113,55 @@ def test_the_noisy_oracle_states_the_opposite_outcome_for_the_seeded_share():
     stated = told["report"].str.endswith("malignant.").astype(int)
     assert (stated != pairs["label"]).mean() == pytest.approx(0.25, abs=0.02)
     assert told["report"].equals(sn.with_outcome(pairs, flip=0.25, seed=3)["report"])
+
+
+def test_the_calibrated_sampler_reaches_the_risk_ranking_only_as_k_grows():
+    rng = np.random.default_rng(1)
+    n = 400
+    risk = rng.beta(0.6, 2.5, n)
+    labels = (rng.random(n) < risk).astype(int)
+    baseline = rng.uniform(4, 20, n)
+    grown, stable = np.full(50, 0.5), np.zeros(50)  # malignant nodules grow by half, benign ones stay
+    true_change = baseline * np.where(labels == 1, 0.5, 0.0)
+    from sklearn.metrics import roc_auc_score
+    expected = roc_auc_score(labels, risk * baseline)
+    one, many = (sn.calibrated_sampler(labels, true_change, baseline, risk, grown, stable, k, draws=40)
+                 for k in (1, 200))
+    assert one["growth_auroc"] < many["growth_auroc"] - 0.05
+    assert many["growth_auroc"] == pytest.approx(expected, abs=0.02)
+    assert many["calibration"] == pytest.approx(risk.mean() / labels.mean(), rel=0.1)
+    # the grown shares are the risk band's mean risk: the mixture a calibrated generator draws
+    assert many["grown_share_high_risk"] == pytest.approx(risk[risk >= sn.RISK_BAND].mean(), abs=0.02)
+    assert many["grown_share_low_risk"] == pytest.approx(risk[risk < sn.RISK_BAND].mean(), abs=0.02)
+    assert one["growth_auroc_sd"] > 0 and np.isnan(one["spread_mm"])
+
+
+def test_a_deterministic_predictor_has_no_spread_and_the_grown_share_counts_a_quarter_up():
+    baseline = np.array([8.0, 8.0, 12.0])
+    predicted = np.array([[8.0, 8.0], [10.1, 10.1], [12.0, 15.1]])  # +0, +26%, one of two samples +26%
+    metrics = sn.growth_metrics(np.array([0, 1, 1]), np.array([0.0, 2.0, 3.0]), predicted, baseline,
+                                risk=np.array([0.05, 0.5, 0.2]))
+    assert metrics["grown_share"] == pytest.approx(3 / 6)
+    assert metrics["grown_share_low_risk"] == 0 and metrics["grown_share_high_risk"] == pytest.approx(3 / 4)
+    assert metrics["spread_mm"] == pytest.approx(np.mean([0, 0, np.std([0, 3.1], ddof=1)]))
+
+
+def test_truth_and_stated_risks_name_the_pair_they_cannot_find(tmp_path):
+    pairs = pd.DataFrame({"pair_id": ["1_N1", "2_N1", "3_N1"], "pid": [1, 2, 3], "nodule_id": ["N1"] * 3,
+                          "split": ["train", "train", "val"], "label": [1, 0, 1],
+                          "report": [f"x The nodule is {w}." for w in ("malignant", "benign", "malignant")]})
+    assert sn.stated_risk(pairs, ["3_N1", "2_N1"]).tolist() == [1.0, 0.0]  # shares of the training pairs only
+    truth = tmp_path / "phantom_truth.csv"
+    pd.DataFrame({"pid": [1, 2], "nodule_id": ["N1", "N1"], "brock_risk": [0.3, 0.02]}).to_csv(truth, index=False)
+    assert sn.truth_risks(pairs.iloc[:2], truth).tolist() == [0.3, 0.02]
+    with pytest.raises(ValueError, match=r"phantom_truth.csv: no brock_risk for 1 pair\(s\), first pid 3 nodule N1"):
+        sn.truth_risks(pairs, truth)
+
+
+def test_the_recalibrated_risk_keeps_the_ranking_and_takes_the_training_pairs_base_rate():
+    rng = np.random.default_rng(2)
+    train_risk, risk = rng.beta(0.6, 3.0, 300), rng.beta(0.6, 3.0, 50)
+    train_labels = (rng.random(300) < 1.6 * train_risk).astype(int)  # the pairs keep more malignant nodules
+    shifted = sn.recalibrated(risk, train_risk, train_labels)
+    assert (np.argsort(shifted) == np.argsort(risk)).all() and (shifted > risk).all()
+    assert sn.recalibrated(train_risk, train_risk, train_labels).mean() == pytest.approx(train_labels.mean())

@@ -30,6 +30,14 @@ diameter itself, and the Brock probability times the baseline diameter (the grow
 generator expects when malignant nodules grow in proportion to their size). They say how high
 the Spearman and the growth AUROC of a generator can be on these pairs; neither is ever chosen.
 
+With --truth (the phantom's phantom_truth.csv) it also prints what a calibrated generator reaches on the
+same readout at the same K: one that makes each sample malignant with the nodule's true probability (the
+risk the phantom drew its malignancy from, shifted to the training pairs' base rate) and grows it as the
+training pairs' real follow-ups of that outcome grew. Its growth AUROC is the ceiling of a faithful
+sampler at this K (it rises to the Brock x diameter reference only as K grows), and its grown shares
+(the samples whose diameter rose by more than a quarter, in pairs of true risk >= 10% and below) say how
+far a variant's mixture is from a calibrated one.
+
 With --oracle-report outcome (a diagnostic, never a method: it reads the validation labels) every
 training and validation report ends with the pair's outcome ("The nodule is malignant." or "...
 benign."), so the record holds the answer. It splits the gap in two: a stage 2 that then grows the
@@ -56,7 +64,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from scipy import stats
+from scipy import optimize, special, stats
 from sklearn.metrics import roc_auc_score
 
 from namd.budget import method_params
@@ -78,6 +86,11 @@ SLUG = str.maketrans({c: "_" for c in ' {}":,/'})
 #: --oracle-report noisy: the share of pairs whose stated outcome is the opposite one. With 20% malignant
 #: pairs, "malignant" then means a 44% risk and "benign" 8%: a risk group that ranks at AUROC 0.75, as Brock does
 NOISY_FLIP = 0.25
+#: a sample "grew" when its diameter rose by more than this share of the baseline's (in the powered run's
+#: training pairs two thirds of the malignant real follow-ups do, 4% of the benign ones)
+GROWN = 0.25
+#: the risk that splits the grown shares: BTS's threshold for work-up
+RISK_BAND = 0.10
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
 SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale"}
 
@@ -118,10 +131,13 @@ def apply(params: dict, overrides: dict) -> dict:
     return out
 
 
-def growth_metrics(labels, true_change, predicted, baseline_d) -> dict:
-    """predicted: (N, K) follow-up diameters; baseline_d, true_change: (N,)."""
+def growth_metrics(labels, true_change, predicted, baseline_d, risk=None) -> dict:
+    """predicted: (N, K) follow-up diameters; baseline_d, true_change and (with --truth) risk: (N,)."""
     change = predicted - baseline_d[:, None]
     mean_change = change.mean(axis=1)
+    grown = change > GROWN * baseline_d[:, None]
+    shares = {} if risk is None else {"grown_share_high_risk": float(grown[risk >= RISK_BAND].mean()),
+                                      "grown_share_low_risk": float(grown[risk < RISK_BAND].mean())}
     return {
         "spearman": float(stats.spearmanr(true_change, mean_change).statistic),
         "growth_auroc": float(roc_auc_score(labels, mean_change)),
@@ -130,7 +146,68 @@ def growth_metrics(labels, true_change, predicted, baseline_d) -> dict:
         "change_benign_mm": float(mean_change[labels == 0].mean()),
         "calibration": float(mean_change.mean() / true_change.mean()),
         "no_nodule": int((predicted == 0).sum()),
+        "spread_mm": float(change.std(axis=1, ddof=1).mean()) if change.shape[1] > 1 else float("nan"),
+        "grown_share": float(grown.mean()),
+        **shares,
     }
+
+
+def truth_risks(pairs: pd.DataFrame, truth_csv: Path) -> np.ndarray:
+    """Each pair's true probability of malignancy: the risk the phantom drew its nodule's malignancy from."""
+    truth = pd.read_csv(truth_csv, usecols=["pid", "nodule_id", "brock_risk"]).drop_duplicates(["pid", "nodule_id"])
+    risk = pairs[["pid", "nodule_id"]].astype({"pid": int}).merge(truth, how="left", on=["pid", "nodule_id"])
+    missing = risk["brock_risk"].isna().to_numpy()
+    if missing.any():
+        first = pairs.iloc[int(np.argmax(missing))]
+        raise ValueError(f"{truth_csv}: no brock_risk for {missing.sum()} pair(s), first pid {first['pid']} "
+                         f"nodule {first['nodule_id']} (pair {first['pair_id']}): is it this cohort's truth file?")
+    return risk["brock_risk"].to_numpy(dtype=float)
+
+
+def stated_risk(pairs: pd.DataFrame, pair_ids) -> np.ndarray:
+    """--oracle-report outcome/noisy: the share malignant of the training pairs whose report states the same outcome."""
+    indexed = pairs.set_index("pair_id")
+    says = indexed["report"].str.endswith("malignant.")
+    train = indexed["split"].eq("train")
+    share = indexed.loc[train, "label"].groupby(says[train]).mean()
+    return share.reindex(says.loc[list(pair_ids)].to_numpy()).to_numpy(dtype=float)
+
+
+def recalibrated(risk, train_risk, train_labels) -> np.ndarray:
+    """`risk` with its log-odds shifted so that its mean over the training pairs is their malignant share.
+
+    The phantom draws malignancy for every nodule, but a pair exists only where the nodule is seen again a
+    year later, which keeps more of the malignant ones: a generator learns the pairs' base rate.
+    """
+    target = float(np.mean(train_labels))
+    shift = optimize.brentq(lambda b: special.expit(special.logit(train_risk) + b).mean() - target, -20.0, 20.0)
+    return special.expit(special.logit(risk) + shift)
+
+
+def relative_changes(baseline_d, follow_d, labels) -> tuple[np.ndarray, np.ndarray]:
+    """The real relative diameter changes of malignant and of benign pairs (pairs read as no nodule left out)."""
+    read = baseline_d > 0
+    relative = (follow_d[read] - baseline_d[read]) / baseline_d[read]
+    return relative[labels[read] == 1], relative[labels[read] == 0]
+
+
+def calibrated_sampler(labels, true_change, baseline_d, risk, grown_relative, stable_relative, k: int,
+                       draws: int = 200, seed: int = 0) -> dict:
+    """growth_metrics of a generator whose K samples are each malignant with the pair's risk, mean (SD) over draws.
+
+    A malignant sample's relative change is drawn from `grown_relative`, a benign one's from `stable_relative`
+    (the training pairs' real follow-ups, readout noise included): the best a sampler can do, at this K, with
+    nothing but the risk. As K grows its growth AUROC tends to that of risk x baseline diameter.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(draws):
+        malignant = rng.random((len(risk), k)) < risk[:, None]
+        relative = np.where(malignant, rng.choice(grown_relative, malignant.shape),
+                            rng.choice(stable_relative, malignant.shape))
+        rows.append(growth_metrics(labels, true_change, baseline_d[:, None] * (1 + relative), baseline_d, risk))
+    frame = pd.DataFrame(rows)
+    return {**frame.mean().to_dict(), "growth_auroc_sd": float(frame["growth_auroc"].std())}
 
 
 def mark_chosen(frame: pd.DataFrame, tie: float = 0.03) -> pd.DataFrame:
@@ -199,7 +276,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--config", nargs="+", type=Path, default=[ROOT / "config.yaml"])
-    parser.add_argument("--variant", nargs="+", default=["current:"])
+    parser.add_argument("--variant", nargs="*", default=["current:"],
+                        help="NAME:KEY=VALUE,... (the default: the run's own model); none: print the references only")
     parser.add_argument("--pairs", type=int, default=None, help="a seeded subset of the validation pairs")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
@@ -212,6 +290,8 @@ def main() -> None:
     parser.add_argument("--oracle-report", choices=("outcome", "noisy", "brock"), default=None,
                         help="diagnostic: every report states its pair's outcome (reads the validation labels) "
                              "or its record's Brock risk (needs --sctabn)")
+    parser.add_argument("--truth", type=Path, default=None,
+                        help="the phantom's phantom_truth.csv: print a calibrated generator's readout at this K first")
     args = parser.parse_args()
 
     config = load_config(*args.config)
@@ -252,7 +332,23 @@ def main() -> None:
     if counts is not None:
         references = baseline_references(val, labels, true_change, baseline_d, counts)
         print(references.to_markdown(index=False, floatfmt=".3f"))
+    risk = truth_risks(val, args.truth) if args.truth else None
+    if risk is not None:
+        train, _, train_baseline, train_follow = split_readouts(pairs_csv, crops_npz, crops_csv, settings, window,
+                                                                split="train")
+        train_labels = train["label"].to_numpy(dtype=int)
+        grown, stable = relative_changes(train_baseline, train_follow, train_labels)
+        knows = {"the true risk": recalibrated(risk, truth_risks(train, args.truth), train_labels)}
+        if args.oracle_report in ("outcome", "noisy"):
+            knows["the stated outcome"] = stated_risk(pairs, val["pair_id"])
+        print(f"a calibrated generator at K = {args.k} (real relative change, training pairs: malignant "
+              f"{grown.mean():+.2f}, benign {stable.mean():+.2f}):")
+        print(pd.DataFrame([{"knows": name, **calibrated_sampler(labels, true_change, baseline_d, known_risk, grown,
+                                                                 stable, args.k, seed=seed)}
+                            for name, known_risk in knows.items()]).to_markdown(index=False, floatfmt=".3f"))
 
+    if not args.variant:
+        return
     base = method_params(config, "namd")
     swap_csvs = {}  # the validation reports replaced by one fixed report: the same files for every variant
     if args.record_swap:
@@ -296,7 +392,7 @@ def main() -> None:
 
         predicted = predicted_diameters(pairs_csv, "val")
         row = {"variant": name, "overrides": json.dumps(overrides), "val_loss": val_loss,
-               **growth_metrics(labels, true_change, predicted, baseline_d)}
+               **growth_metrics(labels, true_change, predicted, baseline_d, risk)}
         if args.record_swap:
             swapped = {tag: predicted_diameters(csv, f"val_{tag}").mean(axis=1) for tag, csv in swap_csvs.items()}
             row["swap_mm"], row["swap_ci_low"], row["swap_ci_high"] = bootstrap_mean(
