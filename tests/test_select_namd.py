@@ -121,11 +121,14 @@ def test_the_calibrated_sampler_reaches_the_risk_ranking_only_as_k_grows():
     risk = rng.beta(0.6, 2.5, n)
     labels = (rng.random(n) < risk).astype(int)
     baseline = rng.uniform(4, 20, n)
-    grown, stable = np.full(50, 0.5), np.zeros(50)  # malignant nodules grow by half, benign ones stay
+    train_baseline = rng.uniform(4, 20, 300)
+    train_labels = (rng.random(300) < 0.3).astype(int)  # malignant nodules grow by half, benign ones stay
+    changes = sn.RelativeChanges.of(train_baseline, train_baseline * np.where(train_labels == 1, 1.5, 1.0),
+                                    train_labels)
     true_change = baseline * np.where(labels == 1, 0.5, 0.0)
     from sklearn.metrics import roc_auc_score
     expected = roc_auc_score(labels, risk * baseline)
-    one, many = (sn.calibrated_sampler(labels, true_change, baseline, risk, grown, stable, k, draws=40)
+    one, many = (sn.calibrated_sampler(labels, true_change, baseline, risk, changes, k, draws=40)
                  for k in (1, 200))
     assert one["growth_auroc"] < many["growth_auroc"] - 0.05
     assert many["growth_auroc"] == pytest.approx(expected, abs=0.02)
@@ -165,3 +168,15 @@ def test_the_recalibrated_risk_keeps_the_ranking_and_takes_the_training_pairs_ba
     shifted = sn.recalibrated(risk, train_risk, train_labels)
     assert (np.argsort(shifted) == np.argsort(risk)).all() and (shifted > risk).all()
     assert sn.recalibrated(train_risk, train_risk, train_labels).mean() == pytest.approx(train_labels.mean())
+
+
+def test_the_relative_changes_are_drawn_from_the_samples_own_size_bin_and_outcome():
+    baseline = np.array([5.0, 5.0, 6.0, 6.0, 20.0, 20.0, 22.0, 22.0, 0.0])
+    follow = np.array([5.0, 7.5, 6.0, 9.0, 18.0, 30.0, 19.8, 33.0, 4.0])  # small benign +0, large benign -10%
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1, 1])  # the last is read as no nodule: left out
+    changes = sn.RelativeChanges.of(baseline, follow, labels, bins=2)
+    assert changes.edges.tolist() == [13.0]
+    assert changes.benign[0].tolist() == [0.0, 0.0] and changes.benign[1].tolist() == pytest.approx([-0.1, -0.1])
+    assert changes.malignant[1].tolist() == pytest.approx([0.5, 0.5])
+    drawn = changes.draw(np.random.default_rng(0), np.array([4.0, 30.0]), np.array([[False, True], [False, True]]))
+    assert np.allclose(drawn, [[0.0, 0.5], [-0.1, 0.5]])

@@ -58,6 +58,7 @@ import copy
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,10 @@ from sklearn.metrics import roc_auc_score
 
 from namd.budget import method_params
 from namd.config import load_config
-from namd.evaluation.readout import ReadoutSettings, measure_crops
+from namd.data.crops import crop_rows, load_crops
+from namd.evaluation.readout import ReadoutSettings, crop_spacings, measure_crops
 from namd.generate import load_generated
+from namd.models.vae import decode_latents, encode_latents, load_vae
 from namd.runtime import make_deterministic
 from namd.stages.methods import generate_method, train_method
 from namd.stages.progression import split_readouts
@@ -91,6 +94,8 @@ NOISY_FLIP = 0.25
 GROWN = 0.25
 #: the risk that splits the grown shares: BTS's threshold for work-up
 RISK_BAND = 0.10
+#: a calibrated generator draws each sample's change from training pairs in its pair's baseline-size bin
+SIZE_BINS = 5
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
 SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale"}
 
@@ -184,27 +189,58 @@ def recalibrated(risk, train_risk, train_labels) -> np.ndarray:
     return special.expit(special.logit(risk) + shift)
 
 
-def relative_changes(baseline_d, follow_d, labels) -> tuple[np.ndarray, np.ndarray]:
-    """The real relative diameter changes of malignant and of benign pairs (pairs read as no nodule left out)."""
-    read = baseline_d > 0
-    relative = (follow_d[read] - baseline_d[read]) / baseline_d[read]
-    return relative[labels[read] == 1], relative[labels[read] == 0]
+@dataclass
+class RelativeChanges:
+    """The real relative diameter changes of training pairs, by outcome and by baseline-size bin (the VAE's and
+    the readout's errors depend on the size; pairs read as no nodule are left out)."""
+
+    edges: np.ndarray  # inner edges of the baseline-diameter bins (mm)
+    malignant: list[np.ndarray]
+    benign: list[np.ndarray]
+
+    @classmethod
+    def of(cls, baseline_d, follow_d, labels, bins: int = SIZE_BINS) -> RelativeChanges:
+        read = baseline_d > 0
+        baseline_d, relative, labels = baseline_d[read], follow_d[read] / baseline_d[read] - 1, labels[read]
+        edges = np.quantile(baseline_d, np.linspace(0, 1, bins + 1)[1:-1])
+        where = np.digitize(baseline_d, edges)
+        return cls(edges, *([relative[(where == b) & (labels == outcome)] for b in range(bins)] for outcome in (1, 0)))
+
+    def draw(self, rng: np.random.Generator, baseline_d, malignant: np.ndarray) -> np.ndarray:
+        """(N, K) relative changes: for each sample, one of its size bin's training pairs of the sample's outcome."""
+        where = np.digitize(baseline_d, self.edges)
+        out = np.empty(malignant.shape)
+        for b in np.unique(where):
+            rows = where == b
+            out[rows] = np.where(malignant[rows], rng.choice(self.malignant[b], malignant[rows].shape),
+                                 rng.choice(self.benign[b], malignant[rows].shape))
+        return out
 
 
-def calibrated_sampler(labels, true_change, baseline_d, risk, grown_relative, stable_relative, k: int,
+def through_vae(vae_dir: Path, crops_npz: Path, crops_csv: Path, pair_ids, settings, window) -> np.ndarray:
+    """Readout diameters of the pairs' real follow-ups encoded and decoded by the run's VAE: what a latent
+    generator that drew exactly the real follow-up would show (the VAE's blur and size bias included)."""
+    crops = load_crops(crops_npz)
+    images = torch.from_numpy(crops["followup"][crop_rows(crops, list(pair_ids), crops_npz)])
+    vae = load_vae(vae_dir).eval()
+    with torch.no_grad():
+        decoded = decode_latents(vae, encode_latents(vae, images)).clamp(-1, 1).numpy()
+    spacing = crop_spacings(pd.read_csv(crops_csv, dtype={"pair_id": str}), pair_ids, "follow", str(crops_csv))
+    return measure_crops(decoded, spacing, settings, window)
+
+
+def calibrated_sampler(labels, true_change, baseline_d, risk, changes: RelativeChanges, k: int,
                        draws: int = 200, seed: int = 0) -> dict:
     """growth_metrics of a generator whose K samples are each malignant with the pair's risk, mean (SD) over draws.
 
-    A malignant sample's relative change is drawn from `grown_relative`, a benign one's from `stable_relative`
-    (the training pairs' real follow-ups, readout noise included): the best a sampler can do, at this K, with
-    nothing but the risk. As K grows its growth AUROC tends to that of risk x baseline diameter.
+    Each sample changes as a training pair of its outcome and of its pair's size bin really did (`changes`,
+    readout noise included): the best a sampler can do, at this K, with nothing but the risk. As K grows its
+    growth AUROC tends to that of the expected change, risk x baseline diameter.
     """
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(draws):
-        malignant = rng.random((len(risk), k)) < risk[:, None]
-        relative = np.where(malignant, rng.choice(grown_relative, malignant.shape),
-                            rng.choice(stable_relative, malignant.shape))
+        relative = changes.draw(rng, baseline_d, rng.random((len(risk), k)) < risk[:, None])
         rows.append(growth_metrics(labels, true_change, baseline_d[:, None] * (1 + relative), baseline_d, risk))
     frame = pd.DataFrame(rows)
     return {**frame.mean().to_dict(), "growth_auroc_sd": float(frame["growth_auroc"].std())}
@@ -292,6 +328,9 @@ def main() -> None:
                              "or its record's Brock risk (needs --sctabn)")
     parser.add_argument("--truth", type=Path, default=None,
                         help="the phantom's phantom_truth.csv: print a calibrated generator's readout at this K first")
+    parser.add_argument("--vae", nargs="+", type=Path, default=None,
+                        help="with --truth: the VAE(s) the calibrated generator's follow-ups pass through "
+                             "(default: the run's aligned VAE)")
     args = parser.parse_args()
 
     config = load_config(*args.config)
@@ -337,15 +376,20 @@ def main() -> None:
         train, _, train_baseline, train_follow = split_readouts(pairs_csv, crops_npz, crops_csv, settings, window,
                                                                 split="train")
         train_labels = train["label"].to_numpy(dtype=int)
-        grown, stable = relative_changes(train_baseline, train_follow, train_labels)
         knows = {"the true risk": recalibrated(risk, truth_risks(train, args.truth), train_labels)}
         if args.oracle_report in ("outcome", "noisy"):
             knows["the stated outcome"] = stated_risk(pairs, val["pair_id"])
-        print(f"a calibrated generator at K = {args.k} (real relative change, training pairs: malignant "
-              f"{grown.mean():+.2f}, benign {stable.mean():+.2f}):")
-        print(pd.DataFrame([{"knows": name, **calibrated_sampler(labels, true_change, baseline_d, known_risk, grown,
-                                                                 stable, args.k, seed=seed)}
-                            for name, known_risk in knows.items()]).to_markdown(index=False, floatfmt=".3f"))
+        grows = {"real crops": train_follow}
+        for vae in args.vae or [Path(upstream["vae"])]:
+            grows[f"through {vae}"] = through_vae(vae, crops_npz, crops_csv, train["pair_id"], settings, window)
+        ceiling = []
+        for crops_seen, follow in grows.items():
+            changes = RelativeChanges.of(train_baseline, follow, train_labels)
+            for name, known_risk in knows.items():
+                ceiling.append({"knows": name, "follow-ups": crops_seen, **calibrated_sampler(
+                    labels, true_change, baseline_d, known_risk, changes, args.k, seed=seed)})
+        print(f"a calibrated generator at K = {args.k} (its K samples drawn from training pairs of their size bin):")
+        print(pd.DataFrame(ceiling).to_markdown(index=False, floatfmt=".3f"))
 
     if not args.variant:
         return
