@@ -73,6 +73,18 @@ TEST_CROPS = split_file("test", "crops")
 TEST_CROPS_TABLE = split_file("test", "crops_table")
 
 
+def calibrated_reference(wildcards):
+    """The phantom's truth and the training pairs: the calibrated generator's row (none on NLST)."""
+    if config["cohort"]["source"] != "phantom":
+        return {}
+    return {
+        "truth": rules.phantom_cohort.output.truth,
+        "train_pairs": TRAIN_PAIRS,
+        "train_crops": TRAIN_CROPS,
+        "train_crops_table": split_file("trainval", "crops_table"),
+    }
+
+
 def latents_file(vae, split):
     """Cached latents of one VAE for one part of the cohort (split: trainval or test)."""
     return f"{RESULTS}/latents/{vae}/{split}.npz"

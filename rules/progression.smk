@@ -5,6 +5,7 @@
 rule progression:
     """Predicted vs true long-axis diameter change per method and seed; table, per-seed CSV and figure."""
     input:
+        unpack(calibrated_reference),
         pairs=TEST_PAIRS,
         crops=TEST_CROPS,
         crops_table=TEST_CROPS_TABLE,
@@ -36,6 +37,7 @@ rule progression:
         methods=METHODS,
         readout=config["evaluation"]["progression"],
         window=config["crop"]["hu_window"],
+        seed=config["seed"],
     script:
         "../scripts/progression.py"
 

@@ -4,6 +4,9 @@ from namd.workflow import rule_context
 
 with rule_context(snakemake) as log:
     titles, latex_titles = method_titles(snakemake.params.methods)
+    files = dict(snakemake.input.items())
+    calibrated = ({"truth": files["truth"], **{k: files[f"train_{k}"] for k in ("pairs", "crops", "crops_table")}}
+                  if "truth" in files else None)  # the phantom's calibrated generator row
     table = progression(
         snakemake.input.pairs,
         snakemake.input.crops,
@@ -20,5 +23,7 @@ with rule_context(snakemake) as log:
         out_pdf=snakemake.output.pdf,
         titles=titles,
         latex_titles=latex_titles,
+        calibrated=calibrated,
+        seed=snakemake.params.seed,
     )
     log.info("progression table:\n%s", table.to_string())

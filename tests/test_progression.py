@@ -161,3 +161,42 @@ def test_progression_names_a_missing_method(test_split):
         _run(test_split, {"namd": str(test_split / "oracle.npz")}, ["namd", "sd15"])
     with pytest.raises(FileNotFoundError, match="flux"):
         _run(test_split, {"flux": str(test_split / "absent.npz")}, ["flux"])
+
+
+def test_on_the_phantom_the_table_gains_the_calibrated_generator_at_the_methods_k(test_split):
+    """Training pairs: malignant nodules double, benign ones stay; the truth gives the test pairs risk 0 or 1."""
+    folder = test_split / "trainval"
+    folder.mkdir()
+    train_labels = np.array([1, 0] * 5)
+    sizes = np.repeat([5.0, 7.0, 9.0, 11.0, 13.0], 2)
+    ids = [f"t{i}" for i in range(10)]
+    save_crops({"pair_id": np.array(ids), "baseline": np.stack([ellipse_crop(32, (1.0, 1.0), d)[None] for d in sizes]),
+                "followup": np.stack([ellipse_crop(32, (1.0, 1.0), d * (1 + y))[None]
+                                      for d, y in zip(sizes, train_labels)]),
+                "border_padded": np.zeros(10, bool)}, folder / "crops.npz")
+    pd.DataFrame({"pair_id": ids, "pid": range(10), "nodule_id": "N1", "split": "train", "label": train_labels}).to_csv(
+        folder / "pairs.csv", index=False)
+    pd.read_csv(test_split / "crops.csv").iloc[[0] * 10].assign(pair_id=ids).to_csv(folder / "crops.csv", index=False)
+    test = pd.read_csv(test_split / "pairs.csv").assign(pid=range(100, 106), nodule_id="N1")
+    test.to_csv(test_split / "pairs.csv", index=False)
+    truth = test_split / "phantom_truth.csv"
+    pd.DataFrame({"pid": [*range(10), *range(100, 106)], "nodule_id": "N1",
+                  "brock_risk": [*np.where(train_labels == 1, 0.6, 0.4), *np.where(test["label"] == 1, 1 - 1e-9, 1e-9)]}
+                 ).to_csv(truth, index=False)
+    files = {"truth": truth, "pairs": folder / "pairs.csv", "crops": folder / "crops.npz",
+             "crops_table": folder / "crops.csv"}
+    params = {"threshold_hu": -700, "disc_factor": 1.0, "opening_factor": 0.8, "disc_margin_px": 1.0,
+              "centre_reach_px": 1.5}
+    outputs = {f"out_{k}": test_split / f"out.{k}" for k in ("csv", "per_seed", "points", "tex", "png", "pdf")}
+    table = progression(test_split / "pairs.csv", test_split / "crops.npz", test_split / "crops.csv",
+                        {"namd": str(test_split / "oracle.npz")}, ["namd"], params=params, window=WINDOW,
+                        calibrated=files, seed=1, **outputs).set_index("row")
+    assert list(table.index) == ["real_followup", "identity", "namd", "calibrated"]
+    row = table.loc["calibrated"]
+    assert row["n_seeds"] == 2 and row["n_no_nodule"] == 0  # the methods' K; diameters, not crops: never blank
+    # the risk is the outcome here (shifted to the training pairs' base rate, 1/2, which keeps 0 and 1): the
+    # malignant test nodules grow in every sample as the small training ones read (5 -> 10, 7 -> 14 mm at 1 mm
+    # pixels), the benign ones stay
+    assert row["auroc_mean"] == 1.0 and row["change_benign_mm_mean"] == pytest.approx(0.0, abs=0.5)
+    assert 3.0 < row["change_malignant_mm_mean"] < 7.0
+    assert "Calibrated generator (knows the true risk)" in (test_split / "out.tex").read_text()

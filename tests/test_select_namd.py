@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT
+from sklearn.metrics import roc_auc_score
+
+from namd.evaluation.calibrated import RelativeChanges
 
 sys.path.insert(0, str(ROOT / "tools"))
 import select_namd as sn  # noqa: E402
@@ -123,12 +126,11 @@ def test_the_calibrated_sampler_reaches_the_risk_ranking_only_as_k_grows():
     baseline = rng.uniform(4, 20, n)
     train_baseline = rng.uniform(4, 20, 300)
     train_labels = (rng.random(300) < 0.3).astype(int)  # malignant nodules grow by half, benign ones stay
-    changes = sn.RelativeChanges.of(train_baseline, train_baseline * np.where(train_labels == 1, 1.5, 1.0),
+    changes = RelativeChanges.of(train_baseline, train_baseline * np.where(train_labels == 1, 1.5, 1.0),
                                     train_labels)
     true_change = baseline * np.where(labels == 1, 0.5, 0.0)
-    from sklearn.metrics import roc_auc_score
     expected = roc_auc_score(labels, risk * baseline)
-    one, many = (sn.calibrated_sampler(labels, true_change, baseline, risk, changes, k, draws=40)
+    one, many = (sn.calibrated_sampler(labels, true_change, baseline, risk, changes, k, band_risk=risk, draws=40)
                  for k in (1, 200))
     assert one["growth_auroc"] < many["growth_auroc"] - 0.05
     assert many["growth_auroc"] == pytest.approx(expected, abs=0.02)
@@ -149,34 +151,7 @@ def test_a_deterministic_predictor_has_no_spread_and_the_grown_share_counts_a_qu
     assert metrics["spread_mm"] == pytest.approx(np.mean([0, 0, np.std([0, 3.1], ddof=1)]))
 
 
-def test_truth_and_stated_risks_name_the_pair_they_cannot_find(tmp_path):
-    pairs = pd.DataFrame({"pair_id": ["1_N1", "2_N1", "3_N1"], "pid": [1, 2, 3], "nodule_id": ["N1"] * 3,
-                          "split": ["train", "train", "val"], "label": [1, 0, 1],
+def test_the_stated_risk_is_the_share_malignant_of_training_pairs_stating_the_same_outcome():
+    pairs = pd.DataFrame({"pair_id": ["1_N1", "2_N1", "3_N1"], "split": ["train", "train", "val"], "label": [1, 0, 1],
                           "report": [f"x The nodule is {w}." for w in ("malignant", "benign", "malignant")]})
     assert sn.stated_risk(pairs, ["3_N1", "2_N1"]).tolist() == [1.0, 0.0]  # shares of the training pairs only
-    truth = tmp_path / "phantom_truth.csv"
-    pd.DataFrame({"pid": [1, 2], "nodule_id": ["N1", "N1"], "brock_risk": [0.3, 0.02]}).to_csv(truth, index=False)
-    assert sn.truth_risks(pairs.iloc[:2], truth).tolist() == [0.3, 0.02]
-    with pytest.raises(ValueError, match=r"phantom_truth.csv: no brock_risk for 1 pair\(s\), first pid 3 nodule N1"):
-        sn.truth_risks(pairs, truth)
-
-
-def test_the_recalibrated_risk_keeps_the_ranking_and_takes_the_training_pairs_base_rate():
-    rng = np.random.default_rng(2)
-    train_risk, risk = rng.beta(0.6, 3.0, 300), rng.beta(0.6, 3.0, 50)
-    train_labels = (rng.random(300) < 1.6 * train_risk).astype(int)  # the pairs keep more malignant nodules
-    shifted = sn.recalibrated(risk, train_risk, train_labels)
-    assert (np.argsort(shifted) == np.argsort(risk)).all() and (shifted > risk).all()
-    assert sn.recalibrated(train_risk, train_risk, train_labels).mean() == pytest.approx(train_labels.mean())
-
-
-def test_the_relative_changes_are_drawn_from_the_samples_own_size_bin_and_outcome():
-    baseline = np.array([5.0, 5.0, 6.0, 6.0, 20.0, 20.0, 22.0, 22.0, 0.0])
-    follow = np.array([5.0, 7.5, 6.0, 9.0, 18.0, 30.0, 19.8, 33.0, 4.0])  # small benign +0, large benign -10%
-    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1, 1])  # the last is read as no nodule: left out
-    changes = sn.RelativeChanges.of(baseline, follow, labels, bins=2)
-    assert changes.edges.tolist() == [13.0]
-    assert changes.benign[0].tolist() == [0.0, 0.0] and changes.benign[1].tolist() == pytest.approx([-0.1, -0.1])
-    assert changes.malignant[1].tolist() == pytest.approx([0.5, 0.5])
-    drawn = changes.draw(np.random.default_rng(0), np.array([4.0, 30.0]), np.array([[False, True], [False, True]]))
-    assert np.allclose(drawn, [[0.0, 0.5], [-0.1, 0.5]])

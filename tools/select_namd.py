@@ -58,19 +58,19 @@ import copy
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import yaml
-from scipy import optimize, special, stats
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from namd.budget import method_params
 from namd.config import load_config
 from namd.data.crops import crop_rows, load_crops
+from namd.evaluation.calibrated import RelativeChanges, calibrated_followups, recalibrated, truth_risks
 from namd.evaluation.readout import ReadoutSettings, crop_spacings, measure_crops
 from namd.generate import load_generated
 from namd.models.vae import decode_latents, encode_latents, load_vae
@@ -94,8 +94,6 @@ NOISY_FLIP = 0.25
 GROWN = 0.25
 #: the risk that splits the grown shares: BTS's threshold for work-up
 RISK_BAND = 0.10
-#: a calibrated generator draws each sample's change from training pairs in its pair's baseline-size bin
-SIZE_BINS = 5
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
 SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale"}
 
@@ -157,18 +155,6 @@ def growth_metrics(labels, true_change, predicted, baseline_d, risk=None) -> dic
     }
 
 
-def truth_risks(pairs: pd.DataFrame, truth_csv: Path) -> np.ndarray:
-    """Each pair's true probability of malignancy: the risk the phantom drew its nodule's malignancy from."""
-    truth = pd.read_csv(truth_csv, usecols=["pid", "nodule_id", "brock_risk"]).drop_duplicates(["pid", "nodule_id"])
-    risk = pairs[["pid", "nodule_id"]].astype({"pid": int}).merge(truth, how="left", on=["pid", "nodule_id"])
-    missing = risk["brock_risk"].isna().to_numpy()
-    if missing.any():
-        first = pairs.iloc[int(np.argmax(missing))]
-        raise ValueError(f"{truth_csv}: no brock_risk for {missing.sum()} pair(s), first pid {first['pid']} "
-                         f"nodule {first['nodule_id']} (pair {first['pair_id']}): is it this cohort's truth file?")
-    return risk["brock_risk"].to_numpy(dtype=float)
-
-
 def stated_risk(pairs: pd.DataFrame, pair_ids) -> np.ndarray:
     """--oracle-report outcome/noisy: the share malignant of the training pairs whose report states the same outcome."""
     indexed = pairs.set_index("pair_id")
@@ -176,45 +162,6 @@ def stated_risk(pairs: pd.DataFrame, pair_ids) -> np.ndarray:
     train = indexed["split"].eq("train")
     share = indexed.loc[train, "label"].groupby(says[train]).mean()
     return share.reindex(says.loc[list(pair_ids)].to_numpy()).to_numpy(dtype=float)
-
-
-def recalibrated(risk, train_risk, train_labels) -> np.ndarray:
-    """`risk` with its log-odds shifted so that its mean over the training pairs is their malignant share.
-
-    The phantom draws malignancy for every nodule, but a pair exists only where the nodule is seen again a
-    year later, which keeps more of the malignant ones: a generator learns the pairs' base rate.
-    """
-    target = float(np.mean(train_labels))
-    shift = optimize.brentq(lambda b: special.expit(special.logit(train_risk) + b).mean() - target, -20.0, 20.0)
-    return special.expit(special.logit(risk) + shift)
-
-
-@dataclass
-class RelativeChanges:
-    """The real relative diameter changes of training pairs, by outcome and by baseline-size bin (the VAE's and
-    the readout's errors depend on the size; pairs read as no nodule are left out)."""
-
-    edges: np.ndarray  # inner edges of the baseline-diameter bins (mm)
-    malignant: list[np.ndarray]
-    benign: list[np.ndarray]
-
-    @classmethod
-    def of(cls, baseline_d, follow_d, labels, bins: int = SIZE_BINS) -> RelativeChanges:
-        read = baseline_d > 0
-        baseline_d, relative, labels = baseline_d[read], follow_d[read] / baseline_d[read] - 1, labels[read]
-        edges = np.quantile(baseline_d, np.linspace(0, 1, bins + 1)[1:-1])
-        where = np.digitize(baseline_d, edges)
-        return cls(edges, *([relative[(where == b) & (labels == outcome)] for b in range(bins)] for outcome in (1, 0)))
-
-    def draw(self, rng: np.random.Generator, baseline_d, malignant: np.ndarray) -> np.ndarray:
-        """(N, K) relative changes: for each sample, one of its size bin's training pairs of the sample's outcome."""
-        where = np.digitize(baseline_d, self.edges)
-        out = np.empty(malignant.shape)
-        for b in np.unique(where):
-            rows = where == b
-            out[rows] = np.where(malignant[rows], rng.choice(self.malignant[b], malignant[rows].shape),
-                                 rng.choice(self.benign[b], malignant[rows].shape))
-        return out
 
 
 def through_vae(vae_dir: Path, crops_npz: Path, crops_csv: Path, pair_ids, settings, window) -> np.ndarray:
@@ -229,20 +176,15 @@ def through_vae(vae_dir: Path, crops_npz: Path, crops_csv: Path, pair_ids, setti
     return measure_crops(decoded, spacing, settings, window)
 
 
-def calibrated_sampler(labels, true_change, baseline_d, risk, changes: RelativeChanges, k: int,
+def calibrated_sampler(labels, true_change, baseline_d, risk, changes: RelativeChanges, k: int, *, band_risk,
                        draws: int = 200, seed: int = 0) -> dict:
-    """growth_metrics of a generator whose K samples are each malignant with the pair's risk, mean (SD) over draws.
+    """growth_metrics of namd.evaluation.calibrated's generator at K samples, mean (and AUROC SD) over draws.
 
-    Each sample changes as a training pair of its outcome and of its pair's size bin really did (`changes`,
-    readout noise included): the best a sampler can do, at this K, with nothing but the risk. As K grows its
-    growth AUROC tends to that of the expected change, risk x baseline diameter.
+    Its samples are malignant with `risk`; the grown shares split by `band_risk` (the variants' split).
     """
     rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(draws):
-        relative = changes.draw(rng, baseline_d, rng.random((len(risk), k)) < risk[:, None])
-        rows.append(growth_metrics(labels, true_change, baseline_d[:, None] * (1 + relative), baseline_d, risk))
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([growth_metrics(labels, true_change, calibrated_followups(rng, baseline_d, risk, changes, k),
+                                         baseline_d, band_risk) for _ in range(draws)])
     return {**frame.mean().to_dict(), "growth_auroc_sd": float(frame["growth_auroc"].std())}
 
 
@@ -387,7 +329,7 @@ def main() -> None:
             changes = RelativeChanges.of(train_baseline, follow, train_labels)
             for name, known_risk in knows.items():
                 ceiling.append({"knows": name, "follow-ups": crops_seen, **calibrated_sampler(
-                    labels, true_change, baseline_d, known_risk, changes, args.k, seed=seed)})
+                    labels, true_change, baseline_d, known_risk, changes, args.k, band_risk=risk, seed=seed)})
         print(f"a calibrated generator at K = {args.k} (its K samples drawn from training pairs of their size bin):")
         print(pd.DataFrame(ceiling).to_markdown(index=False, floatfmt=".3f"))
 

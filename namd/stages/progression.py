@@ -1,8 +1,9 @@
 """Stage: the progression readout validated on the phantom's truth, and every row's predicted growth.
 
 The readout (namd.evaluation.readout) is measured once per crop; the table rows are the real
-follow-up (the ceiling: true change), the identity "follow-up := baseline" (no growth at all)
-and every generative method of the run, read from its samples file (namd.generate).
+follow-up (the ceiling: true change), the identity "follow-up := baseline" (no growth at all),
+every generative method of the run, read from its samples file (namd.generate), and on the phantom
+a calibrated generator: what a faithful stochastic generator reads at the methods' K.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from namd.data.crops import crop_rows, load_crops
+from namd.evaluation.calibrated import RelativeChanges, calibrated_followups, recalibrated, truth_risks
 from namd.evaluation.progression import figure, figure_points, row_metrics, to_latex, write_csv
 from namd.evaluation.readout import GRID_KEYS, ReadoutSettings, crop_spacings, measure_crops, readout_grid, \
     truth_crops, validate_readout
@@ -24,8 +27,10 @@ from namd.rows import REAL_ROWS
 LOG = logging.getLogger(__name__)
 
 IDENTITY = "identity"
+CALIBRATED = "calibrated"
 #: titles of the rows that are no generative method (a method's is GenerativeMethod.title)
-REFERENCE_TITLES = {"real_followup": REAL_ROWS["real_followup"], IDENTITY: "Identity (follow-up := baseline)"}
+REFERENCE_TITLES = {"real_followup": REAL_ROWS["real_followup"], IDENTITY: "Identity (follow-up := baseline)",
+                    CALIBRATED: "Calibrated generator (knows the true risk)"}
 
 
 def readout_validation(pairs_csv, crops_npz, crops_csv, truth_csv, *, out_csv, out_summary, out_grid,
@@ -66,11 +71,15 @@ def split_readouts(pairs_csv, crops_npz, crops_csv, settings, window, split="tes
 
 def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], methods: Sequence[str], *,
                 params: Mapping, window, out_csv, out_per_seed, out_points, out_tex, out_png, out_pdf,
-                titles: Mapping[str, str] | None = None, latex_titles: Mapping[str, str] | None = None) -> pd.DataFrame:
+                titles: Mapping[str, str] | None = None, latex_titles: Mapping[str, str] | None = None,
+                calibrated: Mapping[str, str] | None = None, seed: int = 0) -> pd.DataFrame:
     """Table, per-seed metrics, per-pair points and figure of every row's predicted diameter change.
 
     `titles` names each method's row and `latex_titles` its LaTeX title where it has one
-    (GenerativeMethod.title / .latex_title); a method without a title is named by its name.
+    (GenerativeMethod.title / .latex_title); a method without a title is named by its name. With
+    `calibrated` (the phantom's truth and the training pairs: keys truth, pairs, crops, crops_table) the
+    table gains the calibrated generator's row (namd.evaluation.calibrated), K = the methods' largest K,
+    drawn once with `seed`.
     """
     row_titles = {**REFERENCE_TITLES, **(titles or {})}
     missing = [m for m in methods if m not in generated]
@@ -93,6 +102,9 @@ def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], m
         rows[method] = (measure_crops(images, spacing, settings, window), samples["seeds"].tolist())
         LOG.info("%s: %d of %d samples read as no nodule", method, int((rows[method][0] == 0).sum()),
                  rows[method][0].size)
+    if calibrated and methods:
+        k = max(len(rows[m][1]) for m in methods)
+        rows[CALIBRATED] = (calibrated_row(calibrated, test, baseline, settings, window, k, seed), list(range(k)))
     per_seed, summaries, points = [], [], []
     for name, (diameters, seeds) in rows.items():
         seed_metrics, summary = row_metrics(name, diameters, seeds, baseline, real_followup, labels)
@@ -110,3 +122,15 @@ def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], m
     to_latex(table, out_tex, latex, readout_note=note)
     figure(pd.concat(points, ignore_index=True), list(rows), row_titles, out_png, out_pdf)
     return table
+
+
+def calibrated_row(files: Mapping[str, str], test: pd.DataFrame, baseline, settings, window, k: int,
+                   seed: int) -> np.ndarray:
+    """(N, K) follow-up diameters of the calibrated generator on the test pairs: risk from the phantom's truth
+    (shifted to the training pairs' base rate), changes from the training pairs' real follow-ups."""
+    train, _, train_baseline, train_follow = split_readouts(files["pairs"], files["crops"], files["crops_table"],
+                                                            settings, window, split="train")
+    train_labels = train["label"].to_numpy(dtype=int)
+    risk = recalibrated(truth_risks(test, files["truth"]), truth_risks(train, files["truth"]), train_labels)
+    changes = RelativeChanges.of(train_baseline, train_follow, train_labels)
+    return calibrated_followups(np.random.default_rng(seed), baseline, risk, changes, k)
