@@ -273,6 +273,7 @@ def main() -> None:
     parser.add_argument("--vae", nargs="+", type=Path, default=None,
                         help="with --truth: the VAE(s) the calibrated generator's follow-ups pass through "
                              "(default: the run's aligned VAE)")
+    parser.add_argument("--ceiling-out", type=Path, default=None, help="with --truth: the calibrated generator's table")
     args = parser.parse_args()
 
     config = load_config(*args.config)
@@ -331,7 +332,11 @@ def main() -> None:
                 ceiling.append({"knows": name, "follow-ups": crops_seen, **calibrated_sampler(
                     labels, true_change, baseline_d, known_risk, changes, args.k, band_risk=risk, seed=seed)})
         print(f"a calibrated generator at K = {args.k} (its K samples drawn from training pairs of their size bin):")
-        print(pd.DataFrame(ceiling).to_markdown(index=False, floatfmt=".3f"))
+        ceiling = pd.DataFrame(ceiling).assign(k=args.k)
+        print(ceiling.to_markdown(index=False, floatfmt=".3f"))
+        if args.ceiling_out:
+            args.ceiling_out.parent.mkdir(parents=True, exist_ok=True)
+            ceiling.to_csv(args.ceiling_out, index=False)
 
     if not args.variant:
         return
