@@ -136,12 +136,34 @@ def test_split(tmp_path):
     return tmp_path
 
 
-def _run(folder, generated, methods):
+def _run(folder, generated, methods, **options):
     params = {"threshold_hu": -700, "disc_factor": 1.0, "opening_factor": 0.8, "disc_margin_px": 1.0,
               "centre_reach_px": 1.5}
     outputs = {f"out_{k}": folder / f"out.{k}" for k in ("csv", "per_seed", "points", "tex", "png", "pdf")}
     return progression(folder / "pairs.csv", folder / "crops.npz", folder / "crops.csv", generated, methods,
-                       params=params, window=WINDOW, titles={m: get_method(m).title for m in methods}, **outputs)
+                       params=params, window=WINDOW, titles={m: get_method(m).title for m in methods}, **outputs,
+                       **options)
+
+
+def _phantom_reference(folder, sizes, train_labels, train_risk, test_risk) -> dict:
+    """Training pairs at 1 mm (malignant ones double) and a truth file: the calibrated row's inputs."""
+    trainval = folder / "trainval"
+    trainval.mkdir()
+    ids = [f"t{i}" for i in range(len(sizes))]
+    save_crops({"pair_id": np.array(ids), "baseline": np.stack([ellipse_crop(32, (1.0, 1.0), d)[None] for d in sizes]),
+                "followup": np.stack([ellipse_crop(32, (1.0, 1.0), d * (1 + y))[None]
+                                      for d, y in zip(sizes, train_labels)]),
+                "border_padded": np.zeros(len(ids), bool)}, trainval / "crops.npz")
+    pd.DataFrame({"pair_id": ids, "pid": range(len(ids)), "nodule_id": "N1", "split": "train",
+                  "label": train_labels}).to_csv(trainval / "pairs.csv", index=False)
+    pd.read_csv(folder / "crops.csv").iloc[[0] * len(ids)].assign(pair_id=ids).to_csv(trainval / "crops.csv",
+                                                                                       index=False)
+    test = pd.read_csv(folder / "pairs.csv").assign(pid=range(100, 106), nodule_id="N1")
+    test.to_csv(folder / "pairs.csv", index=False)
+    pd.DataFrame({"pid": [*range(len(ids)), *range(100, 106)], "nodule_id": "N1",
+                  "brock_risk": [*train_risk, *test_risk(test["label"])]}).to_csv(folder / "truth.csv", index=False)
+    return {"truth": folder / "truth.csv", "pairs": trainval / "pairs.csv", "crops": trainval / "crops.npz",
+            "crops_table": trainval / "crops.csv"}
 
 
 def test_progression_stage_end_to_end(test_split):
@@ -165,32 +187,11 @@ def test_progression_names_a_missing_method(test_split):
 
 def test_on_the_phantom_the_table_gains_the_calibrated_generator_at_the_methods_k(test_split):
     """Training pairs: malignant nodules double, benign ones stay; the truth gives the test pairs risk 0 or 1."""
-    folder = test_split / "trainval"
-    folder.mkdir()
     train_labels = np.array([1, 0] * 5)
-    sizes = np.repeat([5.0, 7.0, 9.0, 11.0, 13.0], 2)
-    ids = [f"t{i}" for i in range(10)]
-    save_crops({"pair_id": np.array(ids), "baseline": np.stack([ellipse_crop(32, (1.0, 1.0), d)[None] for d in sizes]),
-                "followup": np.stack([ellipse_crop(32, (1.0, 1.0), d * (1 + y))[None]
-                                      for d, y in zip(sizes, train_labels)]),
-                "border_padded": np.zeros(10, bool)}, folder / "crops.npz")
-    pd.DataFrame({"pair_id": ids, "pid": range(10), "nodule_id": "N1", "split": "train", "label": train_labels}).to_csv(
-        folder / "pairs.csv", index=False)
-    pd.read_csv(test_split / "crops.csv").iloc[[0] * 10].assign(pair_id=ids).to_csv(folder / "crops.csv", index=False)
-    test = pd.read_csv(test_split / "pairs.csv").assign(pid=range(100, 106), nodule_id="N1")
-    test.to_csv(test_split / "pairs.csv", index=False)
-    truth = test_split / "phantom_truth.csv"
-    pd.DataFrame({"pid": [*range(10), *range(100, 106)], "nodule_id": "N1",
-                  "brock_risk": [*np.where(train_labels == 1, 0.6, 0.4), *np.where(test["label"] == 1, 1 - 1e-9, 1e-9)]}
-                 ).to_csv(truth, index=False)
-    files = {"truth": truth, "pairs": folder / "pairs.csv", "crops": folder / "crops.npz",
-             "crops_table": folder / "crops.csv"}
-    params = {"threshold_hu": -700, "disc_factor": 1.0, "opening_factor": 0.8, "disc_margin_px": 1.0,
-              "centre_reach_px": 1.5}
-    outputs = {f"out_{k}": test_split / f"out.{k}" for k in ("csv", "per_seed", "points", "tex", "png", "pdf")}
-    table = progression(test_split / "pairs.csv", test_split / "crops.npz", test_split / "crops.csv",
-                        {"namd": str(test_split / "oracle.npz")}, ["namd"], params=params, window=WINDOW,
-                        calibrated=files, seed=1, **outputs).set_index("row")
+    files = _phantom_reference(test_split, np.repeat([5.0, 7.0, 9.0, 11.0, 13.0], 2), train_labels,
+                               np.where(train_labels == 1, 0.6, 0.4), lambda y: np.where(y == 1, 1 - 1e-9, 1e-9))
+    table = _run(test_split, {"namd": str(test_split / "oracle.npz")}, ["namd"], calibrated=files,
+                 seed=1).set_index("row")
     assert list(table.index) == ["real_followup", "identity", "namd", "calibrated"]
     row = table.loc["calibrated"]
     assert row["n_seeds"] == 2 and row["n_no_nodule"] == 0  # the methods' K; diameters, not crops: never blank
@@ -200,3 +201,10 @@ def test_on_the_phantom_the_table_gains_the_calibrated_generator_at_the_methods_
     assert row["auroc_mean"] == 1.0 and row["change_benign_mm_mean"] == pytest.approx(0.0, abs=0.5)
     assert 3.0 < row["change_malignant_mm_mean"] < 7.0
     assert "Calibrated generator (knows the true risk)" in (test_split / "out.tex").read_text()
+
+
+def test_without_a_malignant_training_pair_the_table_stands_without_the_calibrated_row(test_split, caplog):
+    files = _phantom_reference(test_split, [6.0, 6.0], [0, 0], [0.1, 0.1], lambda y: np.full(len(y), 0.1))
+    table = _run(test_split, {"namd": str(test_split / "oracle.npz")}, ["namd"], calibrated=files)
+    assert table["row"].tolist() == ["real_followup", "identity", "namd"]
+    assert "0 malignant and 2 benign" in caplog.text

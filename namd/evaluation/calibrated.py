@@ -21,6 +21,10 @@ from scipy import optimize, special
 SIZE_BINS = 5
 
 
+class NoOutcomeError(ValueError):
+    """The training pairs lack malignant or benign pairs, whose changes a calibrated generator draws."""
+
+
 @dataclass
 class RelativeChanges:
     """The real relative diameter changes of training pairs, by outcome and by baseline-size bin (the readout's
@@ -42,7 +46,7 @@ class RelativeChanges:
             groups = [[relative[(where == b) & (labels == outcome)] for b in range(n)] for outcome in (1, 0)]
             if all(len(part) for parts in groups for part in parts):
                 return cls(edges, *groups)
-        raise ValueError(f"the training pairs read as a nodule hold {int((labels == 1).sum())} malignant and "
+        raise NoOutcomeError(f"the training pairs read as a nodule hold {int((labels == 1).sum())} malignant and "
                          f"{int((labels == 0).sum())} benign pair(s): a calibrated generator needs both")
 
     def draw(self, rng: np.random.Generator, baseline_d, malignant: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from namd.data.crops import crop_rows, load_crops
-from namd.evaluation.calibrated import RelativeChanges, calibrated_followups, recalibrated, truth_risks
+from namd.evaluation.calibrated import NoOutcomeError, RelativeChanges, calibrated_followups, recalibrated, \
+    truth_risks
 from namd.evaluation.progression import figure, figure_points, row_metrics, to_latex, write_csv
 from namd.evaluation.readout import GRID_KEYS, ReadoutSettings, crop_spacings, measure_crops, readout_grid, \
     truth_crops, validate_readout
@@ -104,7 +105,10 @@ def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], m
                  rows[method][0].size)
     if calibrated and methods:
         k = max(len(rows[m][1]) for m in methods)
-        rows[CALIBRATED] = (calibrated_row(calibrated, test, baseline, settings, window, k, seed), list(range(k)))
+        try:
+            rows[CALIBRATED] = (calibrated_row(calibrated, test, baseline, settings, window, k, seed), list(range(k)))
+        except NoOutcomeError as error:  # a reference row, not a result: the table stands without it
+            LOG.warning("no calibrated generator row: %s", error)
     per_seed, summaries, points = [], [], []
     for name, (diameters, seeds) in rows.items():
         seed_metrics, summary = row_metrics(name, diameters, seeds, baseline, real_followup, labels)
@@ -131,6 +135,6 @@ def calibrated_row(files: Mapping[str, str], test: pd.DataFrame, baseline, setti
     train, _, train_baseline, train_follow = split_readouts(files["pairs"], files["crops"], files["crops_table"],
                                                             settings, window, split="train")
     train_labels = train["label"].to_numpy(dtype=int)
+    changes = RelativeChanges.of(train_baseline, train_follow, train_labels)  # first: it needs both outcomes
     risk = recalibrated(truth_risks(test, files["truth"]), truth_risks(train, files["truth"]), train_labels)
-    changes = RelativeChanges.of(train_baseline, train_follow, train_labels)
     return calibrated_followups(np.random.default_rng(seed), baseline, risk, changes, k)
