@@ -47,7 +47,7 @@ class RelativeChanges:
             if all(len(part) for parts in groups for part in parts):
                 return cls(edges, *groups)
         raise NoOutcomeError(f"the training pairs read as a nodule hold {int((labels == 1).sum())} malignant and "
-                         f"{int((labels == 0).sum())} benign pair(s): a calibrated generator needs both")
+                             f"{int((labels == 0).sum())} benign pair(s): a calibrated generator needs both")
 
     def draw(self, rng: np.random.Generator, baseline_d, malignant: np.ndarray) -> np.ndarray:
         """(N, K) relative changes: for each sample, one of its size bin's training pairs of the sample's outcome."""
