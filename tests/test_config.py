@@ -23,6 +23,8 @@ def test_default_config_is_valid():
         (lambda c: c["cohort"]["split"].update(test_fraction=1.5), "1.5"),
         (lambda c: c["cohort"].update(source="nlsst"), "nlsst"),
         (lambda c: c.update(device="gpu"), "gpu"),
+        (lambda c: c["ldm"]["scheduler"].update(zero_terminal_snr=True, prediction_type="epsilon"),
+         r"'v_prediction' was expected On instance\['ldm'\]\['scheduler'\]\['prediction_type'\]"),
     ],
 )
 def test_typos_and_out_of_range_values_are_named(edit, named):

@@ -33,6 +33,19 @@ def test_the_held_ddim_config_is_honoured():
     assert ddim_scheduler(noise_scheduler().config, 5, "cpu").timesteps.tolist() == [800, 600, 400, 200, 0]
 
 
+def test_a_zero_terminal_snr_schedule_samples_from_pure_noise_at_its_first_step():
+    training = noise_scheduler(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing")
+    assert float(training.alphas_cumprod[-1]) == 0.0 and float(noise_scheduler().alphas_cumprod[-1]) > 1e-3
+    sampler = ddim_scheduler(training.config, 5, "cpu")  # both keys carry over to the sampler
+    assert sampler.timesteps.tolist()[0] == 999 and sampler.config.rescale_betas_zero_snr
+    latents = torch.randn(2, 4, 8, 8)
+    clean = torch.randn(2, 4, 8, 8)
+    step = sampler.step(-clean, sampler.timesteps[0], latents)  # v = -x0 at SNR 0
+    assert torch.allclose(step.pred_original_sample, clean)
+    with pytest.raises(ValueError, match="zero_terminal_snr needs prediction_type v_prediction"):
+        noise_scheduler(zero_terminal_snr=True)
+
+
 @pytest.mark.parametrize("cls", [EulerDiscreteScheduler, DDPMScheduler])
 def test_a_scheduler_the_sampler_cannot_step_is_refused_by_name(cls):
     scheduler = cls.from_config(noise_scheduler().config)

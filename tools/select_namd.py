@@ -95,7 +95,7 @@ GROWN = 0.25
 #: the risk that splits the grown shares: BTS's threshold for work-up
 RISK_BAND = 0.10
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
-SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale"}
+SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale", "scheduler.timestep_spacing"}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -367,6 +367,9 @@ def main() -> None:
             meta = json.loads((trained / "method.json").read_text())
             meta["params"] = params
             (trained / "method.json").write_text(json.dumps(meta, indent=2))
+            saved = trained / "scheduler" / "scheduler_config.json"  # the sampler is built from the saved schedule
+            schedule = json.loads(saved.read_text())
+            saved.write_text(json.dumps({**schedule, "timestep_spacing": params["scheduler"]["timestep_spacing"]}))
         val_loss = float(pd.read_csv(trained / "history.csv")["val_loss"].min())
 
         def predicted_diameters(pairs_file: Path, tag: str) -> np.ndarray:

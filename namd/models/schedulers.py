@@ -21,6 +21,8 @@ def noise_scheduler(
     beta_end: float = 1.2e-2,
     beta_schedule: str = "linear",
     prediction_type: str = "epsilon",
+    zero_terminal_snr: bool = False,
+    timestep_spacing: str = "leading",
 ) -> DDPMScheduler:
     """App. B's forward process. clip_sample is off: latents are not bounded to [-1, 1] like pixels,
     and the DDIM sampler built from this config inherits it, like prediction_type.
@@ -29,7 +31,16 @@ def noise_scheduler(
     2022) is offered for short CPU runs: at high noise the epsilon loss barely weighs the clean
     latent (x0 errors are scaled by the SNR, ~0.005 at t = T here), so a model trained for a few
     hundred steps does not learn to follow the baseline there; v's target is mostly -x0 at high t.
+
+    zero_terminal_snr rescales the betas so that t = T is pure noise, as sampling starts (Lin et al.
+    2024, "Common diffusion noise schedules and sample steps are flawed"); otherwise training at t = T
+    still sees sqrt(alpha_bar_T) ~ 0.07 of the target, so a model may let that leak, not the condition,
+    decide the sample's coarse content. It needs v_prediction (epsilon is undefined at SNR 0) and
+    "trailing" timestep_spacing, so that DDIM's first step is t = T; both carry over to the sampler.
     """
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError("zero_terminal_snr needs prediction_type v_prediction: at SNR 0 the noise "
+                         "determines nothing about the latent, so epsilon cannot be the target")
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     return DDPMScheduler(
@@ -39,6 +50,8 @@ def noise_scheduler(
         beta_schedule=beta_schedule,
         clip_sample=False,
         prediction_type=prediction_type,
+        rescale_betas_zero_snr=zero_terminal_snr,
+        timestep_spacing=timestep_spacing,
     )
 
 
