@@ -6,8 +6,9 @@ Reads RESULTS/table1.csv, RESULTS/eval/significance.csv and RESULTS/progression.
 `table1` and `progression` rules write) and prints two Markdown tables: per row, DFD-ViT, FD-ViT,
 AUROC and AUPRC (mean ± SD over K), the AUROC of the seed-mean probability with its 95% bootstrap
 interval and the Holm-adjusted DeLong p against the reference; then the predicted diameter change
-by label, Spearman, MAE, growth AUROC and calibration (mean ± SD over K) and the crops read as no
-nodule. So every figure README shows comes from a command.
+by label, Spearman, MAE, growth AUROC and calibration (mean ± SD over K), the growth AUROC of each
+pair's mean change over K (issue 13's target) and the crops read as no nodule. So every figure
+README shows comes from a command.
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def table1_markdown(results: Path) -> str:
 
 def progression_markdown(results: Path) -> str:
     table = pd.read_csv(results / "progression.csv")
-    lines = ["| row | Δd malignant (mm) | Δd benign (mm) | Spearman ρ | MAE d₁ (mm) | growth AUROC | mean Δd / true "
-             "| read as no nodule |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | Δd malignant (mm) | Δd benign (mm) | Spearman ρ | MAE d₁ (mm) | growth AUROC "
+             "| growth AUROC of mean Δd over K | mean Δd / true | read as no nodule |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for _, row in table.iterrows():
         cells = [mean_sd(row[f"{m}_mean"], row[f"{m}_std"], 2) for m in
-                 ("change_malignant_mm", "change_benign_mm", "spearman", "mae_followup_mm", "auroc", "calibration")]
+                 ("change_malignant_mm", "change_benign_mm", "spearman", "mae_followup_mm", "auroc")]
+        cells.append(mean_sd(row["auroc_mean_over_k"], None))  # issue 13's target: the pair's mean over K
+        cells.append(mean_sd(row["calibration_mean"], row["calibration_std"], 2))
         lines.append(f"| {row['title']} | " + " | ".join(cells) +
                      f" | {int(row['n_no_nodule'])} of {int(row['n_crops'])} |")
     return "\n".join(lines)
