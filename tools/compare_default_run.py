@@ -1,4 +1,4 @@
-"""README's default-run Table 1 and progression table (150cf5c, session 6's machine) beside another run's.
+"""README's default-run Table 1 and progression table (the commit README names) beside another run's.
 
     .venv/bin/python tools/results_markdown.py results > run.md
     .venv/bin/python tools/compare_default_run.py run.md
@@ -9,6 +9,7 @@ Brock and Lung-RADS). How far a change of machine moves the default run: README,
 default run".
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -38,9 +39,11 @@ def first_number(cell: str) -> float:
 
 def main() -> None:
     readme = README.read_text()
-    ours_table1, ours_progression = tables(readme[readme.index(SECTION):])[:2]
+    section = readme[readme.index(SECTION):]
+    ours_table1, ours_progression = tables(section)[:2]
     run_table1, run_progression = tables(Path(sys.argv[1]).read_text())[:2]
-    print("| row | AUROC, README (150cf5c) | AUROC, this run | difference "
+    commit = re.search(r"at commit ([0-9a-f]{7})", section)
+    print(f"| row | AUROC, README ({commit.group(1) if commit else 'README'}) | AUROC, this run | difference "
           "| Δd malignant / benign (mm), README | this run |")
     print("|---|---:|---:|---:|---|---|")
     trained = []
