@@ -367,9 +367,10 @@ def main() -> None:
             meta = json.loads((trained / "method.json").read_text())
             meta["params"] = params
             (trained / "method.json").write_text(json.dumps(meta, indent=2))
-            saved = trained / "scheduler" / "scheduler_config.json"  # the sampler is built from the saved schedule
-            schedule = json.loads(saved.read_text())
-            saved.write_text(json.dumps({**schedule, "timestep_spacing": params["scheduler"]["timestep_spacing"]}))
+            if "scheduler.timestep_spacing" in overrides:  # the sampler is built from the saved schedule
+                saved = trained / "scheduler" / "scheduler_config.json"
+                schedule = json.loads(saved.read_text())
+                saved.write_text(json.dumps({**schedule, "timestep_spacing": overrides["scheduler.timestep_spacing"]}))
         val_loss = float(pd.read_csv(trained / "history.csv")["val_loss"].min())
 
         def predicted_diameters(pairs_file: Path, tag: str) -> np.ndarray:

@@ -33,10 +33,11 @@ def noise_scheduler(
     hundred steps does not learn to follow the baseline there; v's target is mostly -x0 at high t.
 
     zero_terminal_snr rescales the betas so that t = T is pure noise, as sampling starts (Lin et al.
-    2024, "Common diffusion noise schedules and sample steps are flawed"); otherwise training at t = T
-    still sees sqrt(alpha_bar_T) ~ 0.07 of the target, so a model may let that leak, not the condition,
-    decide the sample's coarse content. It needs v_prediction (epsilon is undefined at SNR 0) and
-    "trailing" timestep_spacing, so that DDIM's first step is t = T; both carry over to the sampler.
+    2024, "Common diffusion noise schedules and sample steps are flawed"); otherwise training at
+    t = T still sees sqrt(alpha_bar_T) ~ 0.04 of the target (App. B's betas), so a model may let
+    that leak, not the condition, decide the sample's coarse content. It needs v_prediction (epsilon
+    is undefined at SNR 0) and "trailing" timestep_spacing, so that DDIM's first step is t = T; both
+    carry over to the sampler.
     """
     if zero_terminal_snr and prediction_type != "v_prediction":
         raise ValueError("zero_terminal_snr needs prediction_type v_prediction: at SNR 0 the noise "
