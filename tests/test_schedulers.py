@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 
-from namd.models.schedulers import noise_scheduler
+from namd.models.schedulers import noise_scheduler, pretraining_scheduler
 from namd.sampling import SAMPLERS, check_sampler, ddim_from_training, ddim_scheduler
 from namd.training import warmup_cosine
 
@@ -45,6 +45,14 @@ def test_a_zero_terminal_snr_schedule_samples_from_pure_noise_at_its_first_step(
     with pytest.raises(ValueError, match="zero_terminal_snr needs prediction_type v_prediction"):
         noise_scheduler(zero_terminal_snr=True)
 
+
+
+def test_stage1_pretrains_on_the_standard_schedule_whatever_zero_terminal_snr_says():
+    params = {"prediction_type": "v_prediction", "zero_terminal_snr": True, "timestep_spacing": "trailing"}
+    stage1, stage2 = pretraining_scheduler(**params), noise_scheduler(**params)
+    assert float(stage2.alphas_cumprod[-1]) == 0.0
+    assert torch.equal(stage1.alphas_cumprod, noise_scheduler(prediction_type="v_prediction").alphas_cumprod)
+    assert not stage1.config.rescale_betas_zero_snr and stage1.config.prediction_type == "v_prediction"
 
 @pytest.mark.parametrize("cls", [EulerDiscreteScheduler, DDPMScheduler])
 def test_a_scheduler_the_sampler_cannot_step_is_refused_by_name(cls):

@@ -14,7 +14,7 @@ import torch
 
 from namd.data.dataset import Cohort, ImageDataset
 from namd.models.frozen import llm_context_dim
-from namd.models.schedulers import denoising_loss, noise_scheduler
+from namd.models.schedulers import denoising_loss, pretraining_scheduler
 from namd.models.unet import build_unet
 from namd.training import (
     TrainableModule,
@@ -73,7 +73,7 @@ def train_unconditional(pairs_csv, crops_npz, latents_npz, out_dir, state_dir, p
         cross_attention_dim=llm_context_dim(params["llm"]),
         pretrained=unet_params.get("pretrained"),
     )
-    module = UnconditionalDiffusion(unet, noise_scheduler(**params["scheduler"]),
+    module = UnconditionalDiffusion(unet, pretraining_scheduler(**params["scheduler"]),
                                     (params["n_sets"], unet.config.cross_attention_dim), params["unconditional"])
     fingerprint = file_fingerprint(pairs_csv, latents_npz)
     settings = budget_settings(params, "ldm_unconditional", seed=seed, identity={"params": params, "data": fingerprint},
