@@ -46,13 +46,13 @@ def test_a_zero_terminal_snr_schedule_samples_from_pure_noise_at_its_first_step(
         noise_scheduler(zero_terminal_snr=True)
 
 
-
 def test_stage1_pretrains_on_the_standard_schedule_whatever_zero_terminal_snr_says():
     params = {"prediction_type": "v_prediction", "zero_terminal_snr": True, "timestep_spacing": "trailing"}
     stage1, stage2 = pretraining_scheduler(**params), noise_scheduler(**params)
     assert float(stage2.alphas_cumprod[-1]) == 0.0
     assert torch.equal(stage1.alphas_cumprod, noise_scheduler(prediction_type="v_prediction").alphas_cumprod)
     assert not stage1.config.rescale_betas_zero_snr and stage1.config.prediction_type == "v_prediction"
+
 
 @pytest.mark.parametrize("cls", [EulerDiscreteScheduler, DDPMScheduler])
 def test_a_scheduler_the_sampler_cannot_step_is_refused_by_name(cls):

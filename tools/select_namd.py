@@ -72,11 +72,10 @@ from namd.config import load_config
 from namd.data.crops import crop_rows, load_crops
 from namd.evaluation.calibrated import RelativeChanges, calibrated_followups, recalibrated, truth_risks
 from namd.evaluation.readout import ReadoutSettings, crop_spacings, measure_crops
-from namd.generate import load_generated
 from namd.models.vae import decode_latents, encode_latents, load_vae
 from namd.runtime import make_deterministic
 from namd.stages.methods import generate_method, train_method
-from namd.stages.progression import split_readouts
+from namd.stages.progression import generated_diameters, split_readouts
 
 from diagnose_progression import HIGH_RISK, LOW_RISK, bootstrap_mean  # tools/, beside this script
 from namd.data.nlst import read_nlst_table, report_text
@@ -379,11 +378,7 @@ def main() -> None:
             out_npz.parent.mkdir(parents=True, exist_ok=True)
             generate_method("namd", trained, pairs_file, crops_npz, latents, upstream, out_npz,
                             seeds=list(range(args.k)), batch_size=64, seed=seed, split="val")
-            generated = load_generated(out_npz, expected_pair_ids=val["pair_id"].tolist())
-            order = [generated["pair_id"].tolist().index(p) for p in val["pair_id"]]
-            images = generated["images"][order]  # (N, K, 1, S, S)
-            return measure_crops(images.reshape(-1, *images.shape[2:]), np.repeat(spacing, images.shape[1], axis=0),
-                                 settings, window).reshape(images.shape[:2])
+            return generated_diameters(out_npz, val["pair_id"].tolist(), spacing, settings, window)[0]
 
         predicted = predicted_diameters(pairs_csv, "val")
         row = {"variant": name, "overrides": json.dumps(overrides), "val_loss": val_loss,

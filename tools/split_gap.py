@@ -24,9 +24,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from namd.config import load_config
-from namd.evaluation.readout import ReadoutSettings, measure_crops
-from namd.generate import load_generated
-from namd.stages.progression import split_readouts
+from namd.evaluation.readout import ReadoutSettings
+from namd.stages.progression import generated_diameters, split_readouts
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIR_COLUMNS = ["pair_id", "pid", "study_yr_base", "SCT_LONG_DIA"]
@@ -103,11 +102,7 @@ def validation_points(results: Path, config: dict, generated: Path) -> pd.DataFr
     window = tuple(config["crop"]["hu_window"])
     val, spacing, baseline_d, follow_d = split_readouts(trainval / "pairs.csv", trainval / "crops.npz",
                                                         trainval / "crops.csv", settings, window, split="val")
-    samples = load_generated(generated, expected_pair_ids=val["pair_id"].tolist())
-    order = [samples["pair_id"].tolist().index(p) for p in val["pair_id"]]
-    images = samples["images"][order]  # (N, K, 1, S, S)
-    diameters = measure_crops(images.reshape(-1, *images.shape[2:]), np.repeat(spacing, images.shape[1], axis=0),
-                              settings, window).reshape(images.shape[:2])
+    diameters, _ = generated_diameters(generated, val["pair_id"].tolist(), spacing, settings, window)
     return val[PAIR_COLUMNS + ["label"]].assign(true_change_mm=follow_d - baseline_d,
                                                 predicted_change_mm=diameters.mean(axis=1) - baseline_d)
 

@@ -56,7 +56,6 @@ def noise_scheduler(
     )
 
 
-
 def pretraining_scheduler(**params) -> DDPMScheduler:
     """Stage 1's schedule: the config's, but never at zero terminal SNR. Lin et al. fine-tune a model
     pretrained on the standard schedule, and only that form raised NAMD's validation growth AUROC;

@@ -70,6 +70,14 @@ def split_readouts(pairs_csv, crops_npz, crops_csv, settings, window, split="tes
     return part, spacing, baseline, followup
 
 
+def generated_diameters(generated_npz, pair_ids, spacing, settings, window) -> tuple[np.ndarray, list[int]]:
+    """(N, K) readout diameters of a generated-samples file in the order of `pair_ids`, and its seeds."""
+    samples = load_generated(generated_npz, expected_pair_ids=pair_ids)
+    order = {p: i for i, p in enumerate(samples["pair_id"].tolist())}
+    images = samples["images"][[order[p] for p in pair_ids]]
+    return measure_crops(images, spacing, settings, window), samples["seeds"].tolist()
+
+
 def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], methods: Sequence[str], *,
                 params: Mapping, window, out_csv, out_per_seed, out_points, out_tex, out_png, out_pdf,
                 titles: Mapping[str, str] | None = None, latex_titles: Mapping[str, str] | None = None,
@@ -97,10 +105,7 @@ def progression(pairs_csv, crops_npz, crops_csv, generated: Mapping[str, str], m
                     list(ids[baseline == 0][:10]))
     rows = {"real_followup": (real_followup[:, None], [0]), IDENTITY: (baseline[:, None], [0])}
     for method in methods:
-        samples = load_generated(generated[method], expected_pair_ids=ids)
-        order = {p: i for i, p in enumerate(samples["pair_id"].tolist())}
-        images = samples["images"][[order[p] for p in ids]]
-        rows[method] = (measure_crops(images, spacing, settings, window), samples["seeds"].tolist())
+        rows[method] = generated_diameters(generated[method], ids, spacing, settings, window)
         LOG.info("%s: %d of %d samples read as no nodule", method, int((rows[method][0] == 0).sum()),
                  rows[method][0].size)
     if calibrated and methods:
