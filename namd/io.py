@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 
 @contextmanager
@@ -25,3 +28,16 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(obj, path) -> None:
+    """Strict JSON: a score that could not be computed (NaN) is written as null."""
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (float, np.floating)):
+            return None if np.isnan(value) else float(value)
+        return value
+
+    Path(path).write_text(json.dumps(clean(obj), indent=2, sort_keys=True, allow_nan=False))

@@ -29,41 +29,23 @@ rule classify_real:
         "../scripts/classify_real.py"
 
 
-rule classify_generated:
-    """Malignancy probability of every generated follow-up, per pair and seed."""
-    input:
-        classifier=rules.train_classifier.output[0],
-        generated=rules.generate_followups.output[0],
-        pairs=TEST_PAIRS,
-    output:
-        f"{EVAL}/probs/{{method}}.csv",
-    log:
-        f"{LOGS}/evaluate/classify_{{method}}.log",
-    conda:
-        "../envs/evaluation.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        device=config["device"],
-    script:
-        "../scripts/classify_generated.py"
-
-
-rule image_metrics:
-    """LPIPS and FID of generated vs real follow-ups per seed (labelled stand-ins without their weights)."""
+rule evaluate_generated:
+    """The evaluator's readings of one row's follow-ups: malignancy probability per pair and seed, and
+    LPIPS / FID per seed (labelled stand-ins without their weights). One job for both: on the CPU
+    default each takes about a second and a job's start-up about six.
+    """
     input:
         classifier=rules.train_classifier.output[0],
         generated=rules.generate_followups.output[0],
         pairs=TEST_PAIRS,
         crops=TEST_CROPS,
     output:
-        f"{EVAL}/image_metrics/{{method}}.csv",
+        probs=f"{EVAL}/probs/{{method}}.csv",
+        image=f"{EVAL}/image_metrics/{{method}}.csv",
     log:
-        f"{LOGS}/evaluate/image_metrics_{{method}}.log",
+        f"{LOGS}/evaluate/evaluate_{{method}}.log",
     benchmark:
-        f"{BENCH}/image_metrics_{{method}}.tsv"
+        f"{BENCH}/evaluate_{{method}}.tsv"
     conda:
         "../envs/evaluation.yaml"
     threads: 1
@@ -75,7 +57,7 @@ rule image_metrics:
         image_metrics=config["evaluation"]["image_metrics"],
         device=config["device"],
     script:
-        "../scripts/image_metrics.py"
+        "../scripts/evaluate_generated.py"
 
 
 rule table1:
@@ -84,7 +66,7 @@ rule table1:
         probs=expand(
             f"{EVAL}/probs/{{row}}.csv", row=[*REAL_ROWS, *CLINICAL_ROWS, *METHODS]
         ),
-        image=expand(rules.image_metrics.output[0], method=METHODS),
+        image=expand(rules.evaluate_generated.output.image, method=METHODS),
         pairs=TEST_PAIRS,
         evaluator=rules.evaluator_seeds.output.json,
     output:
@@ -221,7 +203,7 @@ rule classify_figure5_samples:
         seed=config["seed"],
         device=config["device"],
     script:
-        "../scripts/classify_generated.py"
+        "../scripts/classify_figure5_samples.py"
 
 
 rule figure5:

@@ -1,5 +1,6 @@
 from namd.evaluation.figures import figure2_latent_tsne
-from namd.stages.evaluate import latents_of_test_pairs, write_json
+from namd.io import write_json
+from namd.stages.evaluate import latents_of_test_pairs
 from namd.workflow import rule_context
 
 with rule_context(snakemake) as log:

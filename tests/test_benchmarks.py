@@ -40,6 +40,19 @@ def test_rule_times_reads_snakemake_benchmark_files(tmp_path):
     assert "heaviest job train_vae_aligned at 900 MB RSS" in out
 
 
+def test_startup_benchmark_imports_what_a_script_imports(tmp_path):
+    script = tmp_path / "rule.py"
+    script.write_text("import json\nfrom namd.io import atomic_output\nfrom . import nothing\n\nx = 1\n")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from startup import top_level_imports
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert top_level_imports(script) == ["json", "namd.io"]
+    out = run("benchmarks/startup.py", "--repeats", "1", str(script))
+    assert "| rule.py " in out and "mean over scripts" in out
+
+
 @pytest.mark.slow
 def test_workflow_benchmark_runs_the_workflow_in_a_scratch_copy(tmp_path):
     """The tiny overlay through benchmarks/workflow.py (3-4 min; the CI suite runs the same DAG in test_workflow)."""

@@ -131,7 +131,7 @@ def test_scoring_rules_read_the_test_part_and_training_rules_the_trainval_part(p
         reads[job.rule] |= set(job.inputs)
     for rule in ("train_vae", "train_method", "train_ldm_unconditional"):
         assert "results/data/trainval/pairs.csv" in reads[rule]
-    for rule in ("generate_followups", "image_metrics", "table1", "figure2", "figure3", "figure_samples"):
+    for rule in ("generate_followups", "evaluate_generated", "table1", "figure2", "figure3", "figure_samples"):
         assert "results/data/test/pairs.csv" in reads[rule], rule
     assert "results/data/pairs.csv" not in reads["generate_followups"] | reads["table1"]
 

@@ -7,14 +7,14 @@ import torchvision
 from diffusers import AutoencoderKL
 from torchvision.transforms.functional import InterpolationMode, rotate
 
-from namd.models import (
+from namd.models.augment import random_rotation
+from namd.models.vae import (
     NoduleAlignedVAE,
     build_vae,
     decode_latents,
     encode_latents,
     fit_latent_scale,
     load_vae,
-    random_rotation,
 )
 from namd.hub_weights import load_lpips, lpips_weights_path
 from namd.models.vae import LATENT_PROBE_FILE

@@ -32,8 +32,7 @@ from namd.evaluation.classifier import (
 )
 from namd.evaluation.metrics import diagnosis_metrics, format_ids
 from namd.generate import load_generated
-from namd.io import atomic_output
-from namd.stages.evaluate import write_json
+from namd.io import atomic_output, write_json
 from namd.training import TrainSettings, file_fingerprint, fit, write_history, write_model_card
 
 LOG = logging.getLogger(__name__)

@@ -8,9 +8,7 @@ the table can be recomputed from them.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -129,16 +127,3 @@ def probability_matrix(probs_csv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = frame["pair_id"].drop_duplicates().to_numpy()
     labels = frame.drop_duplicates("pair_id").set_index("pair_id").loc[order, "label"].to_numpy()
     return order, labels, wide.loc[order].to_numpy()
-
-
-def write_json(obj, path) -> None:
-    """Strict JSON: a score that could not be computed (NaN) is written as null."""
-
-    def clean(value):
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (float, np.floating)):
-            return None if np.isnan(value) else float(value)
-        return value
-
-    Path(path).write_text(json.dumps(clean(obj), indent=2, sort_keys=True, allow_nan=False))
