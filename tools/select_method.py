@@ -1,0 +1,139 @@
+"""Choose between settings of one Table-1 row on the validation split: the one-standard-error rule.
+
+    .venv/bin/python tools/select_method.py --method imageflownet_sde --config config.yaml \
+        --setting "current:" "dt1:dt=1.0" [--seeds 23 24 25] [--results results] [--work DIR]
+
+Each setting (NAME:key=value,key=value; values are YAML) overrides the row's training parameters
+(`namd.budget.method_params`: the same budget as the workflow gives it). Every setting trains once
+per seed with the workflow's own code (`namd.stages.methods.train_method`, seeded as the rule seeds
+it), on a finished run's trainval files and upstream models (RESULTS/data/trainval, its VAE's
+latents, stage 1, the perceptual network); the row's validation loss is its trainer's selection
+criterion (the best epoch's). The rule, all on validation numbers: among the settings whose mean
+over seeds is within one SE (SD / sqrt(seeds)) of the first setting's (the shipped one), keep the
+fastest by mean training time; the first setting wins ties. Reads no test file. Prints one line
+per run and a table; `--out` writes the runs as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from namd.budget import method_params
+from namd.config import load_config
+from namd.methods import upstream_of
+from namd.runtime import make_deterministic
+from namd.stages.methods import train_method
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    """'NAME:key=value,key=value' -> (NAME, {key: YAML value}); 'NAME:' is the shipped setting."""
+    name, sep, body = text.partition(":")
+    if not sep or not name:
+        raise SystemExit(f"--setting {text!r}: expected NAME:key=value,... (NAME: alone for the shipped one)")
+    overrides = {}
+    for item in filter(None, _top_level_split(body)):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--setting {text!r}: {item!r} is not key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name, overrides
+
+
+def _top_level_split(text: str) -> list[str]:
+    """Split at the commas outside brackets, so a value may be a YAML list: 'a=[1, 2],b=3'."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
+
+
+def run_inputs(results: Path, config: dict, method: str) -> tuple[Path, Path, Path | None, dict]:
+    """The trainval files and upstream models of `method` in a finished run, as rules/common.smk names them."""
+    trainval = results / "data" / "trainval"
+    vae = config["methods"][method].get("vae")
+    needs = upstream_of(method)
+    upstream = {}
+    latents = None
+    if "vae" in needs:
+        latents = results / "latents" / vae / "trainval.npz"
+        upstream["vae"] = results / "models" / f"vae_{vae}"
+    if "ldm_unconditional" in needs:
+        upstream["ldm_unconditional"] = results / "models" / f"ldm_unconditional_{vae}"
+    if "perceptual" in needs:
+        upstream["perceptual"] = results / "models" / "perceptual"
+    missing = [str(p) for p in [trainval / "pairs.csv", trainval / "crops.npz", latents, *upstream.values()]
+               if p is not None and not p.exists()]
+    if missing:
+        raise SystemExit(f"{method}: not in {results} (run the workflow up to its training job first): {missing}")
+    return trainval / "pairs.csv", trainval / "crops.npz", latents, upstream
+
+
+def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Per-setting mean, SD, SE and time; the fastest setting within one SE of the first one's mean."""
+    order = list(dict.fromkeys(runs["setting"]))
+    table = runs.groupby("setting", sort=False).agg(
+        mean=("val_loss", "mean"), sd=("val_loss", "std"), n=("val_loss", "size"), seconds=("seconds", "mean"))
+    table = table.loc[order]
+    table["se"] = table["sd"] / table["n"].map(math.sqrt)
+    shipped = table.iloc[0]
+    table["within_one_se"] = table["mean"] <= shipped["mean"] + shipped["se"]
+    chosen = table[table["within_one_se"]].sort_values("seconds", kind="stable").index[0]
+    if table.loc[chosen, "seconds"] >= shipped["seconds"]:
+        chosen = table.index[0]
+    table["chosen"] = table.index == chosen
+    return table.reset_index(), chosen
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", required=True, help="a trained row of Table 1 (config methods:)")
+    parser.add_argument("--config", nargs="+", default=["config.yaml"], help="config files, later ones overlay")
+    parser.add_argument("--setting", nargs="+", required=True, help="NAME:key=value,...; the first is the shipped one")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[23, 24, 25])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="a finished run's results folder")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=None, help="where trained models go (default: a temp folder)")
+    parser.add_argument("--out", type=Path, default=None, help="CSV of every run")
+    args = parser.parse_args(argv)
+
+    config = load_config(*args.config)
+    if args.method not in config["methods"]:
+        raise SystemExit(f"--method {args.method!r}: not a row of {args.config} (rows: {', '.join(config['methods'])})")
+    pairs, crops, latents, upstream = run_inputs(args.results, config, args.method)
+    work = args.work or Path(tempfile.mkdtemp(prefix="select_method_"))
+    settings = [parse_setting(s) for s in args.setting]
+    rows = []
+    for seed in args.seeds:
+        for name, overrides in settings:
+            params = {**method_params(config, args.method), **overrides}
+            folder = work / f"{name}_seed{seed}"
+            make_deterministic(seed, args.threads)
+            start = time.perf_counter()
+            result = train_method(args.method, params, pairs, crops, latents, upstream, folder / "model",
+                                  folder / "state", seed=seed)
+            rows.append({"setting": name, "overrides": yaml.safe_dump(overrides, default_flow_style=True).strip(),
+                         "seed": seed, "val_loss": result["best_val_loss"], "best_epoch": result["best_epoch"],
+                         "seconds": time.perf_counter() - start})
+            print(f"{name} seed {seed}: validation loss {result['best_val_loss']:.5f} "
+                  f"(epoch {result['best_epoch']}), {rows[-1]['seconds']:.0f} s", flush=True)
+    runs = pd.DataFrame(rows)
+    if args.out:
+        runs.to_csv(args.out, index=False)
+    table, chosen = choose(runs)
+    print(table.to_markdown(index=False, floatfmt=".5f"))
+    print(f"chosen: {chosen} ({dict(settings)[chosen] or 'the shipped setting'})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
