@@ -34,6 +34,7 @@ def test_the_fastest_setting_within_one_se_of_the_shipped_one_is_chosen():
     # a setting within one SE but no faster leaves the shipped one
     slow = [("slow", s, v, 400.0) for s, v in zip((1, 2, 3), (0.034, 0.035, 0.036))]
     assert sm.choose(runs(shipped + slow))[1] == "current"
+    assert sm.choose(runs(shipped[:1] + close[:1]))[1] is None  # one seed: no SE, no choice
 
 
 def test_a_tiny_run_trains_each_setting_at_each_seed(tmp_path, capsys):
@@ -48,6 +49,9 @@ def test_a_tiny_run_trains_each_setting_at_each_seed(tmp_path, capsys):
     assert sorted(zip(written["setting"], written["seed"])) == [("current", 1), ("current", 2), ("dt2", 1), ("dt2", 2)]
     assert (tmp_path / "work" / "dt2_seed2" / "model" / "method.safetensors").exists()
     assert "chosen:" in capsys.readouterr().out
+    # the rule re-applied to saved runs (seeds trained by separate calls) trains nothing
+    sm.main(["--from-runs", str(tmp_path / "runs.csv")])
+    assert "| current " in capsys.readouterr().out
 
 
 def test_a_run_without_the_rows_inputs_is_named(tmp_path):

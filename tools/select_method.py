@@ -9,9 +9,9 @@ per seed with the workflow's own code (`namd.stages.methods.train_method`, seede
 it), on a finished run's trainval files and upstream models (RESULTS/data/trainval, its VAE's
 latents, stage 1, the perceptual network); the row's validation loss is its trainer's selection
 criterion (the best epoch's). The rule, all on validation numbers: among the settings whose mean
-over seeds is within one SE (SD / sqrt(seeds)) of the first setting's (the shipped one), keep the
-fastest by mean training time; the first setting wins ties. Reads no test file. Prints one line
-per run and a table; `--out` writes the runs as CSV.
+over seeds is within one SE (SD / sqrt(seeds)) of the first setting's (the reference), keep the
+fastest by mean training time; the first setting wins ties. One seed chooses nothing. Reads no
+test file. Prints one line per run and a table; `--out` writes the runs as CSV.
 """
 
 from __future__ import annotations
@@ -79,14 +79,18 @@ def run_inputs(results: Path, config: dict, method: str) -> tuple[Path, Path, Pa
     return trainval / "pairs.csv", trainval / "crops.npz", latents, upstream
 
 
-def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Per-setting mean, SD, SE and time; the fastest setting within one SE of the first one's mean."""
+def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Per-setting mean, SD, SE and time; the fastest setting within one SE of the first one's mean
+    (None with a single seed: there is no SE to compare with)."""
     order = list(dict.fromkeys(runs["setting"]))
     table = runs.groupby("setting", sort=False).agg(
         mean=("val_loss", "mean"), sd=("val_loss", "std"), n=("val_loss", "size"), seconds=("seconds", "mean"))
     table = table.loc[order]
     table["se"] = table["sd"] / table["n"].map(math.sqrt)
     shipped = table.iloc[0]
+    if shipped["n"] < 2:
+        table["within_one_se"] = table["chosen"] = pd.NA
+        return table.reset_index(), None
     table["within_one_se"] = table["mean"] <= shipped["mean"] + shipped["se"]
     chosen = table[table["within_one_se"]].sort_values("seconds", kind="stable").index[0]
     if table.loc[chosen, "seconds"] >= shipped["seconds"]:
@@ -97,16 +101,27 @@ def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", required=True, help="a trained row of Table 1 (config methods:)")
+    parser.add_argument("--method", help="a trained row of Table 1 (config methods:); not with --from-runs")
     parser.add_argument("--config", nargs="+", default=["config.yaml"], help="config files, later ones overlay")
-    parser.add_argument("--setting", nargs="+", required=True, help="NAME:key=value,...; the first is the shipped one")
+    parser.add_argument("--setting", nargs="+", default=[], help="NAME:key=value,...; the first is the reference")
     parser.add_argument("--seeds", nargs="+", type=int, default=[23, 24, 25])
     parser.add_argument("--results", type=Path, default=Path("results"), help="a finished run's results folder")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None, help="where trained models go (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="CSV of every run")
+    parser.add_argument("--from-runs", nargs="+", type=Path, default=None,
+                        help="apply the rule to earlier calls' --out CSVs (seeds run in parallel); trains nothing")
     args = parser.parse_args(argv)
+    if args.from_runs:
+        table, chosen = choose(pd.concat([pd.read_csv(p) for p in args.from_runs], ignore_index=True))
+        print(table.to_markdown(index=False, floatfmt=".5f"))
+        print(f"chosen: {chosen}")
+        return
 
+    if not args.method:
+        raise SystemExit("--method: name the row to train (config methods:), or give --from-runs")
+    if not args.setting:
+        raise SystemExit("--setting: give at least one (the first is the reference), or --from-runs")
     config = load_config(*args.config)
     if args.method not in config["methods"]:
         raise SystemExit(f"--method {args.method!r}: not a row of {args.config} (rows: {', '.join(config['methods'])})")
@@ -132,7 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         runs.to_csv(args.out, index=False)
     table, chosen = choose(runs)
     print(table.to_markdown(index=False, floatfmt=".5f"))
-    print(f"chosen: {chosen} ({dict(settings)[chosen] or 'the shipped setting'})")
+    if chosen is None:
+        print("chosen: none (one seed gives no standard error; the rule needs two or more)")
+    else:
+        print(f"chosen: {chosen} ({dict(settings)[chosen] or 'the shipped setting'})")
 
 
 if __name__ == "__main__":
