@@ -14,7 +14,7 @@ import select_method as sm  # noqa: E402
 def test_a_setting_is_a_name_and_yaml_overrides():
     assert sm.parse_setting("current:") == ("current", {})
     assert sm.parse_setting("fast:dt=1.0,channel_mult=[1, 2]") == ("fast", {"dt": 1.0, "channel_mult": [1, 2]})
-    with pytest.raises(SystemExit, match="is not key=value"):
+    with pytest.raises(SystemExit, match="is not KEY=VALUE"):
         sm.parse_setting("bad:dt")
     with pytest.raises(SystemExit, match="expected NAME:key=value"):
         sm.parse_setting("dt=1.0")

@@ -32,30 +32,18 @@ from namd.methods import upstream_of
 from namd.runtime import make_deterministic
 from namd.stages.methods import train_method
 
+from variants import parse_variant  # tools/, beside this script
+
 
 def parse_setting(text: str) -> tuple[str, dict]:
-    """'NAME:key=value,key=value' -> (NAME, {key: YAML value}); 'NAME:' is the shipped setting."""
-    name, sep, body = text.partition(":")
+    """'NAME:key=value,key=value' -> (NAME, {key: value}) as tools/variants.py reads it; 'NAME:' is the reference."""
+    name, sep, _ = text.partition(":")
     if not sep or not name:
-        raise SystemExit(f"--setting {text!r}: expected NAME:key=value,... (NAME: alone for the shipped one)")
-    overrides = {}
-    for item in filter(None, _top_level_split(body)):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SystemExit(f"--setting {text!r}: {item!r} is not key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return name, overrides
-
-
-def _top_level_split(text: str) -> list[str]:
-    """Split at the commas outside brackets, so a value may be a YAML list: 'a=[1, 2],b=3'."""
-    items, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += (char in "[{") - (char in "]}")
-        if char == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    return [*items, text[start:]]
+        raise SystemExit(f"--setting {text!r}: expected NAME:key=value,... (NAME: alone for the reference)")
+    try:
+        return parse_variant(text)
+    except ValueError as error:
+        raise SystemExit(f"--setting {error}") from None
 
 
 def run_inputs(results: Path, config: dict, method: str) -> tuple[Path, Path, Path | None, dict]:

@@ -63,7 +63,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
@@ -78,6 +77,7 @@ from namd.stages.methods import generate_method, train_method
 from namd.stages.progression import generated_diameters, split_readouts
 
 from diagnose_progression import HIGH_RISK, LOW_RISK, bootstrap_mean  # tools/, beside this script
+from variants import parse_variant
 from namd.data.nlst import read_nlst_table, report_text
 from namd.data.records import patient_record
 from namd.evaluation.clinical import MissingField, brock_record, nodule_count, nodule_counts
@@ -95,29 +95,6 @@ GROWN = 0.25
 RISK_BAND = 0.10
 #: keys read only when sampling: a variant that changes nothing else reuses the run's trained model
 SAMPLER_KEYS = {"ddim_steps", "eta", "sample_batch_size", "guidance.scale", "scheduler.timestep_spacing"}
-
-
-def parse_variant(text: str) -> tuple[str, dict]:
-    """NAME:KEY=VALUE,KEY=VALUE -> (NAME, {KEY: VALUE})."""
-    name, _, body = text.partition(":")
-    overrides = {}
-    for item in filter(None, body.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--variant {text!r}: {item!r} is not KEY=VALUE")
-        overrides[key.strip()] = _value(value)
-    return name, overrides
-
-
-def _value(text: str):
-    """YAML, except that 3e-3 is a number (YAML 1.1 wants 3.0e-3)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
 
 
 def apply(params: dict, overrides: dict) -> dict:
