@@ -57,6 +57,18 @@ def test_the_record_swap_replaces_only_the_validation_reports():
     assert "74 years old female" in high and "25 mm" in high and "4 mm" in low
 
 
+def test_the_training_cut_keeps_whole_subjects_and_every_validation_pair():
+    pairs = pd.DataFrame({"pid": [1, 1, 2, 3, 3, 4, 5, 6], "split": ["train"] * 6 + ["val"] * 2})
+    cut = sn.with_training_subjects(pairs, 0.5, seed=23)
+    train = cut[cut["split"] == "train"]
+    assert train["pid"].nunique() == 2 and (cut["split"] == "val").sum() == 2
+    for pid in train["pid"].unique():  # a kept subject keeps all its pairs
+        assert (train["pid"] == pid).sum() == (pairs["pid"] == pid).sum()
+    assert cut.equals(sn.with_training_subjects(pairs, 0.5, seed=23))
+    with pytest.raises(ValueError, match="train-fraction"):
+        sn.with_training_subjects(pairs, 0.0, seed=23)
+
+
 def test_the_baseline_references_rank_by_size_and_by_brock_and_skip_records_without_brock_fields():
     record = {"pid": 1, "study_yr_base": 0, "age": 60, "gender": "Male", "diagemph": "No",
               **{f: "No" for f in ("famfather", "fammother", "fambrother", "famsister", "famchild")},

@@ -204,6 +204,16 @@ def with_report(pairs: pd.DataFrame, record: dict) -> pd.DataFrame:
     return out
 
 
+def with_training_subjects(pairs: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """The pairs with the training split cut to a seeded `fraction` of its subjects (--train-fraction): how
+    stage 2's readout moves with its data tells whether more pairs are a lever. Validation rows are kept."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"--train-fraction must be in (0, 1], got {fraction}")
+    subjects = pairs.loc[pairs["split"] == "train", "pid"].drop_duplicates()
+    kept = subjects.sample(frac=fraction, random_state=seed)
+    return pairs[pairs["split"].ne("train") | pairs["pid"].isin(kept)]
+
+
 def with_outcome(pairs: pd.DataFrame, flip: float = 0.0, seed: int = 0) -> pd.DataFrame:
     """Each report followed by the pair's own outcome (--oracle-report outcome), the opposite one for a
     seeded share `flip` of the pairs (--oracle-report noisy: the stated outcome is a risk group, not the answer)."""
@@ -237,6 +247,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("select_namd"), help="trained variants go here")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "namd_selection.csv")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="diagnostic: stage 2 trains on this seeded share of the training subjects (all their "
+                             "pairs); the validation pairs stay whole")
     parser.add_argument("--record-swap", action="store_true",
                         help="also sample with a high-risk and a low-risk report: the record's effect (swap_mm)")
     parser.add_argument("--sctabn", type=Path, default=None,
@@ -267,6 +280,11 @@ def main() -> None:
         val = val.sample(n=args.pairs, random_state=seed)
         pairs = pairs[pairs["split"].ne("val") | pairs["pair_id"].isin(val["pair_id"])]
         pairs_csv = args.work / "pairs.csv"
+        args.work.mkdir(parents=True, exist_ok=True)
+        pairs.to_csv(pairs_csv, index=False)
+    if args.train_fraction < 1:
+        pairs = with_training_subjects(pairs, args.train_fraction, seed)
+        pairs_csv = args.work / f"pairs_train{args.train_fraction:g}.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
     counts = nodule_counts(read_nlst_table(args.sctabn, "sctabn")) if args.sctabn else None
