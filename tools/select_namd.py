@@ -282,8 +282,11 @@ def main() -> None:
         pairs_csv = args.work / "pairs.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
-    if args.train_fraction < 1:
-        pairs = with_training_subjects(pairs, args.train_fraction, seed)
+    if args.train_fraction != 1:
+        try:
+            pairs = with_training_subjects(pairs, args.train_fraction, seed)
+        except ValueError as err:
+            parser.error(str(err))
         pairs_csv = args.work / f"pairs_train{args.train_fraction:g}.csv"
         args.work.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(pairs_csv, index=False)
