@@ -204,6 +204,13 @@ def with_report(pairs: pd.DataFrame, record: dict) -> pd.DataFrame:
     return out
 
 
+def write_pairs(pairs: pd.DataFrame, path: Path) -> Path:
+    """A derived pairs table written where the workflow's readers can take it (the trainer and readouts read files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pairs.to_csv(path, index=False)
+    return path
+
+
 def with_training_subjects(pairs: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """The pairs with the training split cut to a seeded `fraction` of its subjects (--train-fraction): how
     stage 2's readout moves with its data tells whether more pairs are a lever. Validation rows are kept."""
@@ -279,17 +286,13 @@ def main() -> None:
     if args.pairs and args.pairs < len(val):
         val = val.sample(n=args.pairs, random_state=seed)
         pairs = pairs[pairs["split"].ne("val") | pairs["pair_id"].isin(val["pair_id"])]
-        pairs_csv = args.work / "pairs.csv"
-        args.work.mkdir(parents=True, exist_ok=True)
-        pairs.to_csv(pairs_csv, index=False)
+        pairs_csv = write_pairs(pairs, args.work / "pairs.csv")
     if args.train_fraction != 1:
         try:
             pairs = with_training_subjects(pairs, args.train_fraction, seed)
         except ValueError as err:
             parser.error(str(err))
-        pairs_csv = args.work / f"pairs_train{args.train_fraction:g}.csv"
-        args.work.mkdir(parents=True, exist_ok=True)
-        pairs.to_csv(pairs_csv, index=False)
+        pairs_csv = write_pairs(pairs, args.work / f"pairs_train{args.train_fraction:g}.csv")
     counts = nodule_counts(read_nlst_table(args.sctabn, "sctabn")) if args.sctabn else None
     if args.oracle_report:
         if args.oracle_report == "brock":
@@ -298,9 +301,7 @@ def main() -> None:
             pairs = with_brock(pairs, counts)
         else:
             pairs = with_outcome(pairs, flip=NOISY_FLIP if args.oracle_report == "noisy" else 0.0)
-        pairs_csv = args.work / f"pairs_{args.oracle_report}.csv"
-        args.work.mkdir(parents=True, exist_ok=True)
-        pairs.to_csv(pairs_csv, index=False)
+        pairs_csv = write_pairs(pairs, args.work / f"pairs_{args.oracle_report}.csv")
     settings = ReadoutSettings.from_config(config["evaluation"]["progression"])
     window = tuple(config["crop"]["hu_window"])
     val, spacing, baseline_d, follow_d = split_readouts(pairs_csv, crops_npz, crops_csv, settings, window, split="val")
@@ -340,10 +341,8 @@ def main() -> None:
     base = method_params(config, "namd")
     swap_csvs = {}  # the validation reports replaced by one fixed report: the same files for every variant
     if args.record_swap:
-        args.work.mkdir(parents=True, exist_ok=True)
         for tag, record in (("high_risk", HIGH_RISK), ("low_risk", LOW_RISK)):
-            swap_csvs[tag] = args.work / f"pairs_{tag}.csv"
-            with_report(pairs, record).to_csv(swap_csvs[tag], index=False)
+            swap_csvs[tag] = write_pairs(with_report(pairs, record), args.work / f"pairs_{tag}.csv")
     results = []
     for text in args.variant:
         name, overrides = parse_variant(text)
